@@ -1,0 +1,84 @@
+from django.contrib import admin, messages
+
+from curation.models import Flag, Generation, Lineage, Review, Sample, SourcePassage, TrainingSet
+from generation.services import JobError, job_create
+
+
+@admin.register(Lineage)
+class LineageAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "grounding_threshold")
+    prepopulated_fields = {"slug": ("name",)}
+    actions = ["start_job"]
+
+    @admin.action(description="Start a generation job (5 samples) for the selected lineages")
+    def start_job(self, request, queryset):
+        for lineage in queryset:
+            try:
+                job = job_create(lineage=lineage, requested=5, created_by=request.user)
+            except JobError as exc:
+                self.message_user(request, f"{lineage}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{lineage}: job {job.pk} queued.", messages.SUCCESS)
+
+
+@admin.register(Generation)
+class GenerationAdmin(admin.ModelAdmin):
+    list_display = ("lineage", "number", "status", "created_at", "closed_at")
+    list_filter = ("lineage", "status")
+    readonly_fields = ("closed_at",)
+
+
+@admin.register(SourcePassage)
+class SourcePassageAdmin(admin.ModelAdmin):
+    list_display = ("title", "lineage", "created_at")
+    list_filter = ("lineage",)
+    search_fields = ("title", "text")
+    exclude = ("embedding", "content_hash")
+
+
+class FlagInline(admin.TabularInline):
+    model = Flag
+    extra = 0
+    readonly_fields = ("kind", "score", "evidence", "detector_version", "created_at")
+    can_delete = False
+
+
+@admin.register(Sample)
+class SampleAdmin(admin.ModelAdmin):
+    list_display = ("id", "lineage", "generation", "status", "short_question", "novelty", "created_at")
+    list_filter = ("lineage", "status", "generation__number")
+    search_fields = ("question", "answer")
+    exclude = ("embedding",)
+    readonly_fields = ("job", "item_index", "passage", "dialogue", "provenance", "flagged_at", "decided_at")
+    inlines = [FlagInline]
+
+    @admin.display(description="question")
+    def short_question(self, obj):
+        return obj.question[:80]
+
+
+@admin.register(Flag)
+class FlagAdmin(admin.ModelAdmin):
+    list_display = ("sample", "kind", "score", "detector_version", "created_at")
+    list_filter = ("kind",)
+
+
+@admin.register(Review)
+class ReviewAdmin(admin.ModelAdmin):
+    list_display = ("sample", "reviewer", "decision", "reason", "created_at")
+    list_filter = ("decision",)
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the decision log is append-only
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TrainingSet)
+class TrainingSetAdmin(admin.ModelAdmin):
+    list_display = ("generation", "sample_count", "sha256", "built_by", "created_at")
+    readonly_fields = [f.name for f in TrainingSet._meta.fields] + ["samples"]
+
+    def has_add_permission(self, request):
+        return False  # built by the curator action, never by hand

@@ -1,0 +1,138 @@
+"""Curation pages: the review queue, lineages and their training sets.
+
+Views are thin: they check the role, call one service or selector, and render
+a page or (for htmx requests) the partial that changed.
+"""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from curation import selectors
+from curation.models import Lineage, Review, Sample, TrainingSet
+from curation.services.review import ReviewError, sample_decide
+from curation.services.training_sets import TrainingSetError, training_set_build, training_set_path
+from generation.models import GenerationJob
+from ouroboros.roles import curator_required, reviewer_required
+
+
+def _lineage_from_request(request) -> Lineage | None:
+    slug = request.GET.get("lineage") or request.POST.get("lineage")
+    lineages = selectors.lineage_list()
+    if slug:
+        return get_object_or_404(lineages, slug=slug)
+    return lineages.first()
+
+
+def _card_context(request, lineage: Lineage | None, notice: str = "", notice_level: str = "info") -> dict:
+    sample = selectors.review_queue_next(reviewer=request.user, lineage=lineage) if lineage else None
+    stats = selectors.review_queue_stats(reviewer=request.user, lineage=lineage) if lineage else None
+    flags = {flag.kind: flag for flag in sample.flags.all()} if sample else {}
+    return {
+        "answer_sentences": _answer_sentences(flags.get("hallucination")),
+        "lineage": lineage,
+        "sample": sample,
+        "flags": flags,
+        "stats": stats,
+        "notice": notice,
+        "notice_level": notice_level,
+        "reject_reasons": REJECT_REASONS,
+    }
+
+
+def _answer_sentences(flag) -> list[dict]:
+    """The answer's sentences with their support, for highlighting the unsupported ones."""
+    if flag is None:
+        return []
+    threshold = flag.evidence.get("threshold", 0)
+    best = {item["sentence"]: item for item in flag.evidence.get("unsupported", [])}
+    return [
+        {
+            "text": item["sentence"],
+            "support": item["support"],
+            "unsupported": item["support"] < threshold,
+            "passage_title": best.get(item["sentence"], {}).get("passage_title", ""),
+        }
+        for item in flag.evidence.get("sentences", [])
+    ]
+
+
+REJECT_REASONS = ["hallucination", "duplicate", "off-topic", "low quality", "unsafe", "other"]
+
+
+@reviewer_required
+def review(request):
+    lineage = _lineage_from_request(request)
+    context = _card_context(request, lineage)
+    context["lineages"] = selectors.lineage_list()
+    return render(request, "curation/review.html", context)
+
+
+@reviewer_required
+@require_POST
+def review_decide(request, pk: int):
+    sample = get_object_or_404(Sample.objects.select_related("lineage"), pk=pk)
+    decision = request.POST.get("decision", "")
+    reason = request.POST.get("reason", "") if decision == Review.Decision.REJECT else ""
+    try:
+        sample_decide(sample=sample, reviewer=request.user, decision=decision, reason=reason)
+        notice, level = f"Sample {sample.pk} {'accepted' if decision == 'accept' else 'rejected'}.", "success"
+    except ReviewError as exc:
+        notice, level = str(exc).capitalize() + ".", "warning"
+    if request.htmx:
+        return render(request, "curation/_review_card.html", _card_context(request, sample.lineage, notice, level))
+    messages.add_message(request, messages.SUCCESS if level == "success" else messages.WARNING, notice)
+    return redirect(f"{reverse('review')}?lineage={sample.lineage.slug}")
+
+
+@curator_required
+def lineage_list(request):
+    lineages = [(lineage, selectors.lineage_overview(lineage=lineage)) for lineage in selectors.lineage_list()]
+    return render(request, "curation/lineage_list.html", {"lineages": lineages})
+
+
+@curator_required
+def lineage_detail(request, slug: str):
+    lineage = get_object_or_404(Lineage, slug=slug)
+    return render(
+        request,
+        "curation/lineage_detail.html",
+        {
+            "lineage": lineage,
+            "overview": selectors.lineage_overview(lineage=lineage),
+            "jobs": GenerationJob.objects.filter(lineage=lineage).select_related("generation")[:20],
+            "training_sets": lineage.training_sets.select_related("generation"),
+        },
+    )
+
+
+@curator_required
+@require_POST
+def training_set_create(request, slug: str):
+    lineage = get_object_or_404(Lineage, slug=slug)
+    try:
+        training_set = training_set_build(lineage=lineage, built_by=request.user)
+    except TrainingSetError as exc:
+        messages.error(request, f"Could not build the training set: {exc}.")
+    else:
+        messages.success(
+            request,
+            f"Built the training set of generation {training_set.generation.number} "
+            f"({training_set.sample_count} samples); generation {training_set.generation.number + 1} is open.",
+        )
+    return redirect("lineage-detail", slug=lineage.slug)
+
+
+@curator_required
+def training_set_download(request, pk: int):
+    training_set = get_object_or_404(TrainingSet, pk=pk)
+    try:
+        path = training_set_path(training_set)
+    except TrainingSetError:
+        raise Http404("export missing") from None
+    if not path.exists():
+        raise Http404("export file is missing")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name, content_type="application/jsonl")

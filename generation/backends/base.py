@@ -1,0 +1,44 @@
+"""The small interface every generator backend implements."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float = 0.7
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    finish_reason: str  # "stop" when the model ended by itself, "length" when cut off
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+
+
+class BackendError(Exception):
+    """A backend failure, saying whether trying again can help.
+
+    Transient errors (a timeout, a 429, a 5xx, a model that is still loading)
+    are retried with backoff; permanent ones (a bad request, a missing model)
+    fail the item with this message as its reason.
+    """
+
+    def __init__(self, message: str, *, permanent: bool):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Backend(Protocol):
+    name: str
+
+    def generate(self, messages: list[Message], params: GenerationParams) -> Completion: ...

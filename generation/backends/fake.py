@@ -1,0 +1,35 @@
+"""A deterministic backend for tests that are about something other than the model.
+
+It answers from the prompt itself, so the same messages and seed always give
+the same text, and the text is plausible enough to pass output validation.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from .base import Completion, GenerationParams, Message
+
+
+class FakeBackend:
+    name = "fake"
+    model = "fake-echo-1"
+
+    def generate(self, messages: list[Message], params: GenerationParams) -> Completion:
+        user = messages[-1]["content"]
+        digest = hashlib.sha256(f"{params.seed}|{user}".encode()).hexdigest()
+        words = [w.strip(".,;:()\"'") for w in user.split() if len(w) > 5][:40]
+        pick = int(digest[:8], 16)
+        topic = words[pick % len(words)] if words else "this"
+        if "Question:" not in user:  # the tutor's turn: ask something
+            text = f"What role does {topic.lower()} play in the passage? ({digest[:6]})"
+        else:
+            detail = words[(pick // 7) % len(words)] if words else "detail"
+            text = f"The passage explains that {topic.lower()} is linked to {detail.lower()}. Reference {digest[:6]}."
+        return Completion(
+            text=text,
+            model=self.model,
+            finish_reason="stop",
+            prompt_tokens=sum(len(m["content"].split()) for m in messages),
+            completion_tokens=len(text.split()),
+            latency_ms=0,
+        )

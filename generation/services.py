@@ -1,0 +1,269 @@
+"""Writes for generation jobs. Views, the admin, commands and tasks all call these."""
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from curation.models import Generation, Lineage, Sample, SourcePassage
+
+from .backends import BackendError, get_backend
+from .dialogue import InvalidOutput, run_dialogue
+from .models import GenerationFailure, GenerationJob
+
+log = logging.getLogger(__name__)
+
+MAX_JOB_SIZE = 10_000
+ATTEMPTS_PER_ITEM = 3
+
+
+class JobError(ValueError):
+    """A job request that cannot be honoured; the message says why."""
+
+
+def _enqueue_chunk(job_id: int) -> None:
+    from .tasks import run_job_chunk  # tasks import services; import late to avoid a cycle
+
+    transaction.on_commit(lambda: run_job_chunk.delay(job_id))
+
+
+def job_create(*, lineage: Lineage, requested: int, created_by=None, seed: int | None = None,
+               chunk_size: int | None = None) -> GenerationJob:
+    """Create a job for the lineage's open generation and queue its first chunk."""
+    if requested < 1 or requested > MAX_JOB_SIZE:
+        raise JobError(f"a job asks for 1 to {MAX_JOB_SIZE} samples, not {requested}")
+    if not lineage.passages.exists():
+        raise JobError(f"lineage {lineage.name!r} has no source passages to ask about")
+    with transaction.atomic():
+        generation = Generation.objects.filter(lineage=lineage, status=Generation.Status.OPEN).first()
+        if generation is None:
+            raise JobError(f"lineage {lineage.name!r} has no open generation")
+        job = GenerationJob.objects.create(
+            lineage=lineage,
+            generation=generation,
+            requested=requested,
+            chunk_size=chunk_size or settings.OUROBOROS["JOB_CHUNK_SIZE"],
+            seed=seed if seed is not None else random.SystemRandom().randrange(1, 2**31),
+            created_by=created_by,
+        )
+        _enqueue_chunk(job.pk)
+    return job
+
+
+def job_cancel(*, job: GenerationJob) -> bool:
+    """Stop a job after the item in progress. Returns False when it had already ended."""
+    changed = GenerationJob.objects.filter(pk=job.pk, status__in=GenerationJob.ACTIVE).update(
+        status=GenerationJob.Status.CANCELLED, finished_at=timezone.now(), claim_token=None, claimed_until=None
+    )
+    return bool(changed)
+
+
+def passage_pick(*, lineage: Lineage, rng: random.Random) -> SourcePassage:
+    """Coverage-aware choice: one of the passages asked about least so far."""
+    passages = list(
+        SourcePassage.objects.filter(lineage=lineage)
+        .annotate(uses=Count("samples"))
+        .order_by("uses", "id")
+        .values_list("id", "uses")
+    )
+    fewest = passages[0][1]
+    candidates = [pk for pk, uses in passages if uses == fewest]
+    return SourcePassage.objects.get(pk=rng.choice(candidates))
+
+
+@dataclass
+class ChunkOutcome:
+    claimed: bool
+    stored: int = 0
+    failed: int = 0
+    finished: bool = False
+
+
+def _claim(job_id: int) -> uuid.UUID | None:
+    """Take the job for one chunk with a conditional update; None when someone else holds it."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    claimed = (
+        GenerationJob.objects.filter(pk=job_id, status__in=GenerationJob.ACTIVE)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(
+            status=GenerationJob.Status.RUNNING,
+            claim_token=token,
+            claimed_until=now + timedelta(seconds=settings.OUROBOROS["JOB_LEASE_SECONDS"]),
+            started_at=Coalesce("started_at", now),
+            updated_at=now,
+        )
+    )
+    return token if claimed else None
+
+
+def _still_holds(job_id: int, token: uuid.UUID) -> bool:
+    """Extend the claim; False when the job was cancelled or the claim was taken over."""
+    now = timezone.now()
+    return bool(
+        GenerationJob.objects.filter(pk=job_id, claim_token=token, status=GenerationJob.Status.RUNNING).update(
+            claimed_until=now + timedelta(seconds=settings.OUROBOROS["JOB_LEASE_SECONDS"]), updated_at=now
+        )
+    )
+
+
+def _open_items(job: GenerationJob) -> list[int]:
+    done = set(job.samples.values_list("item_index", flat=True))
+    failed = set(job.failures.values_list("item_index", flat=True))
+    return [i for i in range(job.requested) if i not in done and i not in failed]
+
+
+def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result) -> bool:
+    """Write one sample; False when a previous run of this item already stored it."""
+    from curation.services.flagging import sample_flag_later
+
+    try:
+        with transaction.atomic():
+            sample = Sample.objects.create(
+                lineage=job.lineage,
+                generation=job.generation,
+                job=job,
+                item_index=index,
+                passage=passage,
+                question=result.question,
+                answer=result.answer,
+                alt_answers=result.alt_answers,
+                dialogue=result.dialogue,
+                provenance={**result.provenance, "job": job.pk},
+            )
+            sample_flag_later(sample_id=sample.pk)
+    except IntegrityError:
+        return False
+    return True
+
+
+def _record_failure(job: GenerationJob, index: int, reason: str, raw: str = "") -> None:
+    GenerationFailure.objects.get_or_create(
+        job=job, item_index=index, defaults={"reason": reason[:500], "raw_output": raw[:5000]}
+    )
+
+
+def _refresh_progress(job_id: int) -> GenerationJob:
+    job = GenerationJob.objects.get(pk=job_id)
+    job.done_count = job.samples.count()
+    job.failed_count = job.failures.count()
+    GenerationJob.objects.filter(pk=job_id).update(done_count=job.done_count, failed_count=job.failed_count)
+    return job
+
+
+def _produce_item(job: GenerationJob, backend, index: int) -> tuple[SourcePassage, object] | str:
+    """Run the dialogue for one item: (passage, result), or the reason it failed.
+
+    Invalid outputs are retried with a new seed; a permanent backend error fails
+    the item at once; a transient one propagates to the task's retry policy.
+    """
+    lineage = job.lineage
+    rng = random.Random(job.seed + index)
+    reason = ""
+    for attempt in range(ATTEMPTS_PER_ITEM):
+        passage = passage_pick(lineage=lineage, rng=rng)
+        try:
+            result = run_dialogue(
+                backend=backend,
+                passage_text=passage.text,
+                answers=lineage.student_answers,
+                temperature=lineage.temperature,
+                seed=(job.seed + index * 7919 + attempt) % (2**31),
+            )
+        except InvalidOutput as exc:
+            reason = str(exc)
+            continue
+        except BackendError as exc:
+            if exc.permanent:
+                return f"backend error: {exc}"
+            raise
+        return passage, result
+    return f"no valid output after {ATTEMPTS_PER_ITEM} attempts: {reason}"
+
+
+def job_run_chunk(*, job_id: int) -> ChunkOutcome:
+    """Produce the next chunk of a job's items, then queue the chunk after it.
+
+    1. Claim the job (conditional update); if another worker holds it, do nothing.
+    2. For each of the next `chunk_size` items with neither a sample nor a failure,
+       run the dialogue and store the sample under its (job, item index) key, so
+       a chunk that runs twice stores nothing twice.
+    3. Record progress; finish the job, or release the claim and queue the next chunk.
+
+    A transient backend error releases the claim and propagates, for the task to retry.
+    """
+    token = _claim(job_id)
+    if token is None:
+        return ChunkOutcome(claimed=False)
+    job = GenerationJob.objects.select_related("lineage", "generation").get(pk=job_id)
+    outcome = ChunkOutcome(claimed=True)
+    try:
+        backend = get_backend(job.lineage.backend)
+        for index in _open_items(job)[: job.chunk_size]:
+            if not _still_holds(job_id, token):
+                log.info("job %s: claim lost or job cancelled; stopping this chunk", job_id)
+                _refresh_progress(job_id)
+                return outcome
+            produced = _produce_item(job, backend, index)
+            if isinstance(produced, str):
+                _record_failure(job, index, produced)
+                outcome.failed += 1
+            elif _store_sample(job, index, *produced):
+                outcome.stored += 1
+    except BackendError as exc:
+        GenerationJob.objects.filter(pk=job_id, claim_token=token).update(
+            claim_token=None, claimed_until=None, last_error=str(exc)[:2000]
+        )
+        raise
+
+    job = _refresh_progress(job_id)
+    with transaction.atomic():
+        if job.done_count + job.failed_count >= job.requested:
+            GenerationJob.objects.filter(pk=job_id, claim_token=token, status=GenerationJob.Status.RUNNING).update(
+                status=GenerationJob.Status.DONE, finished_at=timezone.now(), claim_token=None, claimed_until=None
+            )
+            outcome.finished = True
+        else:
+            released = GenerationJob.objects.filter(
+                pk=job_id, claim_token=token, status=GenerationJob.Status.RUNNING
+            ).update(claim_token=None, claimed_until=None)
+            if released:
+                _enqueue_chunk(job_id)
+    return outcome
+
+
+def job_fail(*, job_id: int, reason: str) -> None:
+    """Record a job's final failure (retries exhausted) so that the UI shows it."""
+    GenerationJob.objects.filter(pk=job_id, status__in=GenerationJob.ACTIVE).update(
+        status=GenerationJob.Status.FAILED,
+        finished_at=timezone.now(),
+        last_error=reason[:2000],
+        claim_token=None,
+        claimed_until=None,
+    )
+
+
+def jobs_requeue_stale(*, idle_seconds: int = 120) -> list[int]:
+    """Queue a chunk for every active job that nobody is working on.
+
+    That is a job whose claim expired (its worker died mid-chunk) or an
+    unclaimed job untouched for `idle_seconds` (its next-chunk message was
+    lost). Queuing twice is harmless: the chunk claims the job first.
+    """
+    now = timezone.now()
+    stale = GenerationJob.objects.filter(status__in=GenerationJob.ACTIVE).filter(
+        Q(claimed_until__lt=now) | Q(claimed_until__isnull=True, updated_at__lt=now - timedelta(seconds=idle_seconds))
+    )
+    ids = list(stale.values_list("pk", flat=True))
+    for job_id in ids:
+        with transaction.atomic():
+            _enqueue_chunk(job_id)
+    return ids

@@ -1,0 +1,34 @@
+"""Celery tasks on the `generation` queue. Thin: they take ids and call services."""
+from __future__ import annotations
+
+from celery import shared_task
+from celery.exceptions import MaxRetriesExceededError
+
+from . import services
+from .backends import BackendError
+
+
+@shared_task(
+    name="generation.run_job_chunk",
+    bind=True,
+    acks_late=True,
+    max_retries=5,
+    soft_time_limit=1500,
+    time_limit=1800,
+)
+def run_job_chunk(self, job_id: int) -> dict:
+    try:
+        outcome = services.job_run_chunk(job_id=job_id)
+    except BackendError as exc:  # only transient ones reach here
+        try:
+            raise self.retry(exc=exc, countdown=min(300, 10 * 2**self.request.retries))
+        except MaxRetriesExceededError:
+            services.job_fail(job_id=job_id, reason=f"backend kept failing: {exc}")
+            raise
+    return {"claimed": outcome.claimed, "stored": outcome.stored, "failed": outcome.failed,
+            "finished": outcome.finished}
+
+
+@shared_task(name="generation.requeue_stale_jobs", acks_late=True, expires=600)
+def requeue_stale_jobs() -> list[int]:
+    return services.jobs_requeue_stale()

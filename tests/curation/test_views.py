@@ -1,0 +1,117 @@
+"""The review queue and curator pages over HTTP: roles, htmx swaps, escaping."""
+import pytest
+from django.urls import reverse
+
+from curation.models import Review, Sample
+from tests.factories import make_flag, make_sample
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)><a href="javascript:alert(1)">link</a>'
+
+
+@pytest.mark.parametrize("name,args", [("review", []), ("lineage-list", []), ("training-set-download", [1])])
+def test_anonymous_visitors_are_sent_to_log_in(client, db, name, args):
+    response = client.get(reverse(name, args=args))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("name", ["review", "lineage-list"])
+def test_a_user_without_a_role_is_refused(client, outsider, name):
+    client.force_login(outsider)
+    assert client.get(reverse(name)).status_code == 403
+
+
+def test_a_reviewer_cannot_reach_curator_pages(reviewer_client, lineage):
+    assert reviewer_client.get(reverse("lineage-detail", args=[lineage.slug])).status_code == 403
+    response = reviewer_client.post(reverse("training-set-create", args=[lineage.slug]))
+    assert response.status_code == 403
+
+
+def test_the_card_shows_the_sample_with_its_flag_evidence(reviewer_client, lineage):
+    sample = make_sample(lineage, question="Why do leaves look green?")
+    make_flag(sample, duplicate_id=999, similarity=0.97, duplicate_question="Why are leaves green?",
+              duplicate_answer="Chlorophyll.", duplicate_status="accepted")
+    response = reviewer_client.get(reverse("review"), {"lineage": lineage.slug})
+    html = response.content.decode()
+    assert f'id="sample-{sample.pk}"' in html
+    assert "Why do leaves look green?" in html
+    assert "Near-duplicate of sample 999" in html and "Why are leaves green?" in html
+
+
+def test_an_htmx_decision_returns_the_next_card_only(reviewer_client, lineage, reviewer):
+    first, second = make_sample(lineage), make_sample(lineage)
+    response = reviewer_client.post(reverse("review-decide", args=[first.pk]), {"decision": "accept"}, **HTMX)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" not in html, "a partial, not a page"
+    assert f'id="sample-{second.pk}"' in html and f"Sample {first.pk} accepted." in html
+    assert Review.objects.get(sample=first).reviewer == reviewer
+
+
+def test_without_javascript_a_decision_redirects_back_to_the_queue(reviewer_client, lineage):
+    sample = make_sample(lineage)
+    response = reviewer_client.post(reverse("review-decide", args=[sample.pk]), {"decision": "reject",
+                                                                                 "reason": "off-topic"})
+    assert response.status_code == 302 and response["Location"] == f"/review/?lineage={lineage.slug}"
+    sample.refresh_from_db()
+    assert sample.status == Sample.Status.REJECTED
+    assert Review.objects.get(sample=sample).reason == "off-topic"
+
+
+def test_deciding_an_already_decided_sample_tells_the_reviewer(reviewer_client, lineage, reviewer):
+    from curation.services.review import sample_accept
+
+    sample = make_sample(lineage)
+    sample_accept(sample=sample, reviewer=reviewer)
+    response = reviewer_client.post(reverse("review-decide", args=[sample.pk]), {"decision": "reject"}, **HTMX)
+    assert "already decided" in response.content.decode()
+    assert Review.objects.filter(sample=sample).count() == 1
+
+
+def test_generated_text_is_escaped_on_the_card(reviewer_client, lineage):
+    sample = make_sample(lineage, question=XSS, answer=XSS + " It is inert.")
+    make_flag(sample, kind="hallucination", score=0.9, threshold=0.35,
+              unsupported=[{"sentence": XSS, "support": 0.1, "passage_id": None, "passage_title": XSS,
+                            "passage_text": ""}],
+              sentences=[{"sentence": XSS, "support": 0.1}])
+    html = reviewer_client.get(reverse("review"), {"lineage": lineage.slug}).content.decode()
+    assert f'id="sample-{sample.pk}"' in html
+    assert "<script>alert" not in html and "<img src=x" not in html and 'href="javascript:' not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+def test_a_curator_starts_a_job_and_builds_a_training_set_from_the_lineage_page(
+    curator_client, lineage, reviewer, django_capture_on_commit_callbacks, tmp_path, settings
+):
+    from curation.services.review import sample_accept
+
+    settings.EXPORT_ROOT = tmp_path
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = curator_client.post(reverse("job-start", args=[lineage.slug]), {"requested": "3"})
+    assert response.status_code == 302 and len(callbacks) == 1
+    job = lineage.jobs.get()
+    assert job.requested == 3
+    assert curator_client.get(reverse("job-progress", args=[job.pk])).status_code == 200
+
+    response = curator_client.post(reverse("job-start", args=[lineage.slug]), {"requested": "0"}, follow=True)
+    assert "Samples: Ensure this value is greater than or equal to 1." in response.content.decode()
+
+    job.status = job.Status.DONE
+    job.save()
+    sample_accept(sample=make_sample(lineage), reviewer=reviewer)
+    response = curator_client.post(reverse("training-set-create", args=[lineage.slug]), follow=True)
+    assert "Built the training set of generation 1 (1 samples)" in response.content.decode()
+    training_set = lineage.training_sets.get()
+    download = curator_client.get(reverse("training-set-download", args=[training_set.pk]))
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content).count(b"\n") == 1
+
+
+def test_job_progress_polling_stops_once_the_job_has_ended(curator_client, lineage):
+    from generation.models import GenerationJob
+
+    job = GenerationJob.objects.create(lineage=lineage, generation=lineage.generations.get(number=1), requested=2,
+                                       status=GenerationJob.Status.DONE, done_count=2)
+    response = curator_client.get(reverse("job-progress", args=[job.pk]), **HTMX)
+    assert response.status_code == 286
+    assert f'id="job-{job.pk}"' in response.content.decode()

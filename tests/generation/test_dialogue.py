@@ -1,0 +1,69 @@
+"""Output validation: what a small model gets wrong must never become a sample."""
+import pytest
+
+from generation.backends import Completion
+from generation.backends.fake import FakeBackend
+from generation.dialogue import InvalidOutput, clean_answer, clean_question, run_dialogue
+
+
+def completion(text: str, finish_reason: str = "stop") -> Completion:
+    return Completion(text=text, model="m", finish_reason=finish_reason, prompt_tokens=1, completion_tokens=1,
+                      latency_ms=1)
+
+
+def test_it_takes_the_question_out_of_a_chatty_tutor_turn():
+    text = "Sure! Here is a question.\nQuestion: What do ribosomes build from amino acids? They build proteins."
+    assert clean_question(completion(text)) == "What do ribosomes build from amino acids?"
+
+
+@pytest.mark.parametrize(
+    "text,finish,reason",
+    [
+        ("", "stop", "empty"),
+        ("Photosynthesis converts light into chemical energy.", "stop", "did not ask"),
+        ("Was ist die Funktion der Mitochondrien im Zellstoffwechsel und warum", "length", "cut off"),
+        ("Что такое фотосинтез и зачем он нужен растениям?", "stop", "not in English"),
+    ],
+)
+def test_it_rejects_bad_tutor_turns_with_a_reason(text, finish, reason):
+    with pytest.raises(InvalidOutput, match=reason):
+        clean_question(completion(text, finish))
+
+
+def test_a_cut_off_answer_keeps_its_complete_sentences():
+    text = "Mitochondria release energy from glucose. They make ATP for the cell. And then the"
+    assert clean_answer(completion(text, "length"), "prompt") == (
+        "Mitochondria release energy from glucose. They make ATP for the cell."
+    )
+
+
+@pytest.mark.parametrize(
+    "text,finish,reason",
+    [
+        ("   ", "stop", "empty"),
+        ("Yes.", "stop", "shorter"),
+        ("and then the cell", "length", "cut off"),
+        ("x" * 2100 + ".", "stop", "over"),
+    ],
+)
+def test_it_rejects_bad_answers_with_a_reason(text, finish, reason):
+    with pytest.raises(InvalidOutput, match=reason):
+        clean_answer(completion(text, finish), "prompt")
+
+
+def test_it_rejects_an_answer_that_echoes_the_prompt():
+    prompt = "Passage:\n" + "Cells divide by mitosis to make two identical daughter cells for growth and repair. " * 3
+    with pytest.raises(InvalidOutput, match="repeats the prompt"):
+        clean_answer(completion(prompt.split("\n", 1)[1]), prompt)
+
+
+def test_a_dialogue_records_its_provenance_and_alternative_answers():
+    result = run_dialogue(
+        backend=FakeBackend(), passage_text="Chloroplasts capture sunlight for photosynthesis in leaves.",
+        answers=3, temperature=0.5, seed=11,
+    )
+    assert result.question.endswith("?")
+    assert len(result.alt_answers) == 2
+    assert result.provenance["backend"] == "fake"
+    assert result.provenance["seed"] == 11
+    assert result.dialogue[-1] == {"role": "assistant", "content": result.answer}
