@@ -9,7 +9,7 @@ from pathlib import Path
 
 from celery.schedules import crontab  # noqa: F401  (kept importable for beat rows declared in migrations)
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from .env import envbool, envfloat, envint, envlist, envstr, parse_database_url
 
@@ -113,10 +113,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "curation"
-CELERY_TASK_QUEUES = (Queue("generation"), Queue("curation"))
+# Each queue has its own exchange and routing key, so that a worker started
+# with `-Q generation` on a GPU box receives generation work and nothing else.
+CELERY_TASK_QUEUES = (
+    Queue("generation", Exchange("generation", type="direct"), routing_key="generation"),
+    Queue("curation", Exchange("curation", type="direct"), routing_key="curation"),
+)
 CELERY_TASK_ROUTES = {
-    "generation.*": {"queue": "generation"},
-    "curation.*": {"queue": "curation"},
+    "generation.*": {"queue": "generation", "exchange": "generation", "routing_key": "generation"},
+    "curation.*": {"queue": "curation", "exchange": "curation", "routing_key": "curation"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis re-delivers an unacknowledged task after this long; it must exceed the
