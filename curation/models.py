@@ -23,7 +23,14 @@ class Lineage(models.Model):
     description = models.TextField(blank=True)
     # Generator settings (see generation/): which backend, how many student answers.
     backend = models.CharField(max_length=50, blank=True, help_text="Registry name; empty uses the default.")
-    backend_model = models.CharField(max_length=200, blank=True)
+    backend_model = models.CharField(max_length=200, blank=True, help_text="Model name for HTTP backends.")
+    backend_base_url = models.URLField(
+        blank=True, help_text="OpenAI-compatible base URL, e.g. http://vllm:8000/v1; empty uses the setting."
+    )
+    backend_api_key_env = models.CharField(
+        max_length=100, blank=True, help_text="NAME of the environment variable that holds the API key (never the key)."
+    )
+    critique = models.BooleanField(default=False, help_text="Add a tutor critique turn after the student's answer.")
     student_answers = models.PositiveSmallIntegerField(default=3, help_text="k answers per question.")
     temperature = models.FloatField(default=0.7)
     # Flag thresholds (cosine similarities).

@@ -1,7 +1,17 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 
-from generation.models import GenerationFailure, GenerationJob
-from generation.services import job_cancel
+from generation.errors import JobError
+from generation.models import GenerationFailure, GenerationJob, LineageSchedule, PromptTemplate, ScheduleRun
+from generation.services import (
+    job_cancel,
+    job_resume,
+    prompt_template_save,
+    schedule_delete,
+    schedule_pause,
+    schedule_resume,
+    schedule_sync,
+)
 
 
 class FailureInline(admin.TabularInline):
@@ -18,7 +28,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     readonly_fields = ("generation", "status", "done_count", "failed_count", "claim_token", "claimed_until",
                        "last_error", "created_by", "started_at", "finished_at", "seed")
     inlines = [FailureInline]
-    actions = ["cancel"]
+    actions = ["cancel", "resume"]
 
     def has_add_permission(self, request):
         return False  # jobs start from the lineage action or the lineage page, through the service
@@ -27,3 +37,98 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def cancel(self, request, queryset):
         cancelled = sum(job_cancel(job=job) for job in queryset)
         self.message_user(request, f"Cancelled {cancelled} job(s).")
+
+    @admin.action(description="Resume the selected failed or cancelled jobs")
+    def resume(self, request, queryset):
+        resumed = sum(job_resume(job=job) for job in queryset)
+        self.message_user(request, f"Resumed {resumed} job(s).")
+
+
+class PromptTemplateForm(forms.ModelForm):
+    question_styles_text = forms.CharField(
+        label="Question styles", required=False, widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="One per line; the tutor is asked for one of them per item.",
+    )
+
+    class Meta:
+        model = PromptTemplate
+        fields = ["lineage", "tutor_system", "student_system", "critique_system", "note"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["question_styles_text"].initial = "\n".join(self.instance.question_styles or [])
+
+
+@admin.register(PromptTemplate)
+class PromptTemplateAdmin(admin.ModelAdmin):
+    """Saving never edits a version in place: it writes the next one through the service."""
+
+    form = PromptTemplateForm
+    list_display = ("lineage", "version", "note", "created_by", "created_at")
+    list_filter = ("lineage",)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # samples name these versions in their provenance
+
+    def save_model(self, request, obj, form, change):
+        styles = form.cleaned_data.get("question_styles_text", "").splitlines()
+        try:
+            saved = prompt_template_save(
+                lineage=form.cleaned_data["lineage"],
+                tutor_system=form.cleaned_data["tutor_system"],
+                student_system=form.cleaned_data["student_system"],
+                critique_system=form.cleaned_data.get("critique_system", ""),
+                question_styles=styles,
+                note=form.cleaned_data.get("note", ""),
+                created_by=request.user,
+            )
+        except JobError as exc:
+            self.message_user(request, f"Not saved: {exc}", messages.ERROR)
+            return
+        obj.pk, obj.version = saved.pk, saved.version
+        self.message_user(request, f"Saved as version {saved.version}; earlier versions are unchanged.")
+
+    def save_related(self, request, form, formsets, change):
+        pass  # no relations; the service wrote everything
+
+
+class ScheduleRunInline(admin.TabularInline):
+    model = ScheduleRun
+    extra = 0
+    readonly_fields = ("created_at", "job", "skipped_reason")
+    can_delete = False
+    ordering = ["-created_at"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LineageSchedule)
+class LineageScheduleAdmin(admin.ModelAdmin):
+    list_display = ("name", "lineage", "crontab_display", "requested", "max_backlog", "enabled", "paused_at")
+    list_filter = ("lineage", "enabled")
+    readonly_fields = ("paused_at", "paused_reason")
+    inlines = [ScheduleRunInline]
+    actions = ["pause", "resume"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        schedule_sync(schedule=obj)
+
+    def delete_model(self, request, obj):
+        schedule_delete(schedule=obj)
+
+    def delete_queryset(self, request, queryset):
+        for schedule in queryset:
+            schedule_delete(schedule=schedule)
+
+    @admin.action(description="Pause the selected schedules")
+    def pause(self, request, queryset):
+        for schedule in queryset:
+            schedule_pause(schedule=schedule, reason=f"paused by {request.user} in the admin")
+
+    @admin.action(description="Resume the selected schedules")
+    def resume(self, request, queryset):
+        for schedule in queryset:
+            schedule_resume(schedule=schedule)

@@ -32,3 +32,9 @@ def run_job_chunk(self, job_id: int) -> dict:
 @shared_task(name="generation.requeue_stale_jobs", acks_late=True, expires=600)
 def requeue_stale_jobs() -> list[int]:
     return services.jobs_requeue_stale()
+
+
+@shared_task(name="generation.run_schedule", acks_late=True, expires=300)
+def run_schedule(schedule_id: int) -> str:
+    run = services.schedule_run(schedule_id=schedule_id)
+    return f"job {run.job_id}" if run.job_id else f"skipped: {run.skipped_reason}"

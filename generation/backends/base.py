@@ -16,6 +16,16 @@ class GenerationParams:
 
 
 @dataclass(frozen=True)
+class BackendConfig:
+    """Where a backend finds its model. Hashable: the registry keeps one backend per config."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = ""  # the NAME of the environment variable holding the key
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     model: str
@@ -40,5 +50,6 @@ class BackendError(Exception):
 
 class Backend(Protocol):
     name: str
+    model: str
 
     def generate(self, messages: list[Message], params: GenerationParams) -> Completion: ...

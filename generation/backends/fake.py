@@ -6,15 +6,23 @@ the same text, and the text is plausible enough to pass output validation.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 
-from .base import Completion, GenerationParams, Message
+from .base import BackendConfig, Completion, GenerationParams, Message
 
 
 class FakeBackend:
     name = "fake"
     model = "fake-echo-1"
 
+    def __init__(self, config: BackendConfig | None = None) -> None:
+        # Tests of jobs under load or faults slow it down to look like a real model.
+        self.latency_s = float(os.environ.get("OUROBOROS_FAKE_LATENCY_MS", "0")) / 1000
+
     def generate(self, messages: list[Message], params: GenerationParams) -> Completion:
+        if self.latency_s:
+            time.sleep(self.latency_s)
         user = messages[-1]["content"]
         digest = hashlib.sha256(f"{params.seed}|{user}".encode()).hexdigest()
         words = [w.strip(".,;:()\"'") for w in user.split() if len(w) > 5][:40]

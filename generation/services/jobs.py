@@ -1,4 +1,5 @@
-"""Writes for generation jobs. Views, the admin, commands and tasks all call these."""
+"""Generation jobs: create, run in chunks, cancel, resume, recover. Views, the
+admin, commands and tasks all call these."""
 from __future__ import annotations
 
 import logging
@@ -15,9 +16,12 @@ from django.utils import timezone
 
 from curation.models import Generation, Lineage, Sample, SourcePassage
 
-from .backends import BackendError, get_backend
-from .dialogue import InvalidOutput, run_dialogue
-from .models import GenerationFailure, GenerationJob
+from generation.backends import BackendError, get_backend
+from generation.dialogue import InvalidOutput, Prompts, run_dialogue
+from generation.errors import JobError
+from generation.models import GenerationFailure, GenerationJob
+
+from .prompts import lineage_backend_config, lineage_prompts
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +29,8 @@ MAX_JOB_SIZE = 10_000
 ATTEMPTS_PER_ITEM = 3
 
 
-class JobError(ValueError):
-    """A job request that cannot be honoured; the message says why."""
-
-
 def _enqueue_chunk(job_id: int) -> None:
-    from .tasks import run_job_chunk  # tasks import services; import late to avoid a cycle
+    from generation.tasks import run_job_chunk  # tasks import services; import late to avoid a cycle
 
     transaction.on_commit(lambda: run_job_chunk.delay(job_id))
 
@@ -137,7 +137,7 @@ def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result
                 answer=result.answer,
                 alt_answers=result.alt_answers,
                 dialogue=result.dialogue,
-                provenance={**result.provenance, "job": job.pk},
+                provenance={**result.provenance, "job": job.pk, "passage": passage.pk, "item": index},
             )
             sample_flag_later(sample_id=sample.pk)
     except IntegrityError:
@@ -159,7 +159,7 @@ def _refresh_progress(job_id: int) -> GenerationJob:
     return job
 
 
-def _produce_item(job: GenerationJob, backend, index: int) -> tuple[SourcePassage, object] | str:
+def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> tuple[SourcePassage, object] | str:
     """Run the dialogue for one item: (passage, result), or the reason it failed.
 
     Invalid outputs are retried with a new seed; a permanent backend error fails
@@ -177,6 +177,8 @@ def _produce_item(job: GenerationJob, backend, index: int) -> tuple[SourcePassag
                 answers=lineage.student_answers,
                 temperature=lineage.temperature,
                 seed=(job.seed + index * 7919 + attempt) % (2**31),
+                prompts=prompts,
+                critique=lineage.critique,
             )
         except InvalidOutput as exc:
             reason = str(exc)
@@ -206,13 +208,14 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
     job = GenerationJob.objects.select_related("lineage", "generation").get(pk=job_id)
     outcome = ChunkOutcome(claimed=True)
     try:
-        backend = get_backend(job.lineage.backend)
+        backend = get_backend(job.lineage.backend, lineage_backend_config(lineage=job.lineage))
+        prompts = lineage_prompts(lineage=job.lineage)
         for index in _open_items(job)[: job.chunk_size]:
             if not _still_holds(job_id, token):
                 log.info("job %s: claim lost or job cancelled; stopping this chunk", job_id)
                 _refresh_progress(job_id)
                 return outcome
-            produced = _produce_item(job, backend, index)
+            produced = _produce_item(job, backend, prompts, index)
             if isinstance(produced, str):
                 _record_failure(job, index, produced)
                 outcome.failed += 1
@@ -238,6 +241,19 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
             if released:
                 _enqueue_chunk(job_id)
     return outcome
+
+
+def job_resume(*, job: GenerationJob) -> bool:
+    """Queue a failed or cancelled job again; it carries on from the items it lacks."""
+    changed = GenerationJob.objects.filter(
+        pk=job.pk, status__in=[GenerationJob.Status.FAILED, GenerationJob.Status.CANCELLED],
+        generation__status=Generation.Status.OPEN,
+    ).update(status=GenerationJob.Status.QUEUED, finished_at=None, last_error="", claim_token=None,
+             claimed_until=None)
+    if changed:
+        with transaction.atomic():
+            _enqueue_chunk(job.pk)
+    return bool(changed)
 
 
 def job_fail(*, job_id: int, reason: str) -> None:

@@ -1,0 +1,2 @@
+class JobError(ValueError):
+    """A generation request that cannot be honoured; the message says why."""

@@ -1,0 +1,205 @@
+"""Both real backends pass the same contract: the embedded llama.cpp model, and
+the OpenAI-compatible HTTP backend talking to a real server on loopback
+(`python -m llama_cpp.server` serving the same GGUF). Error handling is checked
+against small real HTTP servers that misbehave on purpose."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from generation.backends import BackendConfig, BackendError, GenerationParams, get_backend
+from generation.backends.llama_cpp import smollm2_path
+from generation.backends.openai_compat import OpenAICompatBackend
+
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful biology tutor."},
+    {"role": "user", "content": "In one sentence, what do chloroplasts do?"},
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    """A real OpenAI-compatible server: llama.cpp's, serving SmolLM2 on loopback."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log = log_path.open("wb")  # a file, not a pipe: llama.cpp logs enough to fill a pipe and block
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--model_alias", "smollm2",
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("llama_cpp.server did not start: " + log_path.read_text(errors="replace")[-2000:])
+            time.sleep(0.5)
+    yield base_url
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(params=["llama_cpp", "openai"])
+def backend(request):
+    if request.param == "llama_cpp":
+        return get_backend("llama_cpp")
+    base_url = request.getfixturevalue("llama_server")
+    return get_backend("openai", BackendConfig(base_url=base_url, model="smollm2", timeout=60))
+
+
+def test_a_completion_carries_text_usage_and_timing(backend):
+    completion = backend.generate(MESSAGES, GenerationParams(temperature=0.2, max_tokens=48, seed=1))
+    assert completion.text.strip()
+    assert completion.finish_reason in {"stop", "length"}
+    assert completion.prompt_tokens > 10 and 0 < completion.completion_tokens <= 48
+    assert completion.model and completion.latency_ms >= 0
+
+
+def test_max_tokens_cuts_the_output_and_says_so(backend):
+    completion = backend.generate(MESSAGES, GenerationParams(temperature=0.2, max_tokens=3, seed=1))
+    assert completion.completion_tokens <= 3
+    assert completion.finish_reason == "length"
+
+
+def test_the_same_seed_gives_the_same_text(backend):
+    params = GenerationParams(temperature=0.9, max_tokens=24, seed=1234)
+    assert backend.generate(MESSAGES, params).text == backend.generate(MESSAGES, params).text
+
+
+def test_the_process_keeps_one_backend_per_config(llama_server):
+    config = BackendConfig(base_url=llama_server, model="smollm2")
+    assert get_backend("openai", config) is get_backend("openai", config)
+    assert get_backend("llama_cpp") is get_backend("llama_cpp")
+
+
+# ---------------------------------------------------------------- misbehaving servers
+
+
+class Misbehaving(BaseHTTPRequestHandler):
+    """Answers each request the way the path of the base URL says."""
+
+    seen_headers: list[dict] = []
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Misbehaving.seen_headers.append(dict(self.headers))
+        mode = self.path.split("/")[1]
+        if mode == "slow":
+            time.sleep(3)
+        if mode.startswith("status"):
+            code = int(mode[len("status"):])
+            self._send(code, json.dumps({"error": {"message": f"status {code} on purpose"}}).encode())
+        elif mode == "garbage":
+            self._send(200, b"{not json")
+        elif mode == "wrongshape":
+            self._send(200, json.dumps({"choices": []}).encode())
+        else:
+            self._send(200, json.dumps({
+                "model": "echo", "choices": [{"message": {"role": "assistant", "content": "Fine."},
+                                              "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+            }).encode())
+
+    def _send(self, code: int, body: bytes):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def misbehaving_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Misbehaving)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def http_backend(base_url: str, timeout: float = 10, api_key_env: str = "") -> OpenAICompatBackend:
+    return OpenAICompatBackend(BackendConfig(base_url=base_url, model="m", timeout=timeout,
+                                             api_key_env=api_key_env))
+
+
+@pytest.mark.parametrize(
+    "mode,permanent,message",
+    [
+        ("status429", False, "HTTP 429: {\"error\": {\"message\": \"status 429 on purpose\"}}"),
+        ("status503", False, "HTTP 503"),
+        ("status500", False, "HTTP 500"),
+        ("status400", True, "HTTP 400"),
+        ("status401", True, "HTTP 401"),
+        ("status404", True, "HTTP 404"),
+        ("garbage", False, "malformed chat completion (JSONDecodeError"),
+        ("wrongshape", False, "malformed chat completion (IndexError"),
+    ],
+)
+def test_failures_are_classified_transient_or_permanent(misbehaving_server, mode, permanent, message):
+    with pytest.raises(BackendError) as caught:
+        http_backend(f"{misbehaving_server}/{mode}").generate(MESSAGES, GenerationParams())
+    assert caught.value.permanent is permanent
+    assert message in str(caught.value)
+
+
+def test_a_server_that_hangs_past_the_timeout_is_a_transient_failure(misbehaving_server):
+    with pytest.raises(BackendError, match="did not answer within 0.5s") as caught:
+        http_backend(f"{misbehaving_server}/slow", timeout=0.5).generate(MESSAGES, GenerationParams())
+    assert caught.value.permanent is False
+
+
+def test_a_refused_connection_is_a_transient_failure():
+    with pytest.raises(BackendError, match="cannot reach") as caught:
+        http_backend(f"http://127.0.0.1:{free_port()}/v1").generate(MESSAGES, GenerationParams())
+    assert caught.value.permanent is False
+
+
+def test_the_api_key_comes_from_the_named_environment_variable(misbehaving_server, monkeypatch):
+    monkeypatch.setenv("OUROBOROS_TEST_KEY", "sk-test-123")
+    Misbehaving.seen_headers.clear()
+    completion = http_backend(f"{misbehaving_server}/ok", api_key_env="OUROBOROS_TEST_KEY").generate(
+        MESSAGES, GenerationParams())
+    assert completion.text == "Fine." and completion.completion_tokens == 1
+    assert Misbehaving.seen_headers[-1]["Authorization"] == "Bearer sk-test-123"
+    monkeypatch.delenv("OUROBOROS_TEST_KEY")
+    http_backend(f"{misbehaving_server}/ok", api_key_env="OUROBOROS_TEST_KEY").generate(MESSAGES, GenerationParams())
+    assert "Authorization" not in Misbehaving.seen_headers[-1]
+
+
+@pytest.mark.parametrize("config,message", [
+    (BackendConfig(model="m"), "needs a base URL"),
+    (BackendConfig(base_url="http://127.0.0.1:1/v1"), "needs a model name"),
+])
+def test_a_missing_url_or_model_is_a_permanent_error_naming_the_setting(config, message):
+    with pytest.raises(BackendError, match=message) as caught:
+        OpenAICompatBackend(config)
+    assert caught.value.permanent is True
+
+
+def test_an_unknown_backend_name_is_refused_with_the_known_ones():
+    with pytest.raises(BackendError, match="unknown generator backend 'gpt9' \\(known: fake, llama_cpp, openai\\)"):
+        get_backend("gpt9")
