@@ -14,6 +14,12 @@ from pgvector.django import HnswIndex, VectorField
 
 EMBEDDING_DIM = settings.OUROBOROS["EMBEDDING_DIM"]
 
+DEFAULT_REJECT_REASONS = ["hallucination", "duplicate", "off-topic", "low quality", "unsafe", "other"]
+
+
+def default_reject_reasons() -> list[str]:
+    return list(DEFAULT_REJECT_REASONS)
+
 
 class Lineage(models.Model):
     """One recursive line of training data, with its settings and policy."""
@@ -31,6 +37,12 @@ class Lineage(models.Model):
         max_length=100, blank=True, help_text="NAME of the environment variable that holds the API key (never the key)."
     )
     critique = models.BooleanField(default=False, help_text="Add a tutor critique turn after the student's answer.")
+    # Review settings.
+    reject_reasons = models.JSONField(
+        default=default_reject_reasons, blank=True,
+        help_text="Reject reasons offered to reviewers, in key order 1-9; 'other' asks for text.",
+    )
+    lease_seconds = models.PositiveIntegerField(default=600, help_text="How long a shown card stays with its reviewer.")
     student_answers = models.PositiveSmallIntegerField(default=3, help_text="k answers per question.")
     temperature = models.FloatField(default=0.7)
     # Flag thresholds (cosine similarities).
@@ -130,6 +142,13 @@ class Sample(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     embedding = VectorField(dimensions=EMBEDDING_DIM, null=True, blank=True)
     novelty = models.FloatField(null=True, blank=True, help_text="1 − the highest similarity to anything earlier.")
+    risk = models.FloatField(default=0.0, help_text="The highest flag score; the queue serves high risk first.")
+    original_answer = models.TextField(blank=True, help_text="The generated answer, kept when a reviewer edits it.")
+    # The lease: who is shown this card now, and until when.
+    leased_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     flagged_at = models.DateTimeField(null=True, blank=True, help_text="When the detectors last ran.")
     decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -141,6 +160,11 @@ class Sample(models.Model):
         ]
         indexes = [
             models.Index(fields=["generation", "status", "flagged_at"], name="sample_queue_idx"),
+            # The queue's orders: highest risk first, most novel first (pending samples only).
+            models.Index(fields=["lineage", "-risk", "id"], condition=Q(status="pending"), name="sample_pending_risk_idx"),
+            models.Index(fields=["lineage", "-novelty", "id"], condition=Q(status="pending"),
+                         name="sample_pending_novel_idx"),
+            models.Index(fields=["lineage", "id"], condition=Q(status="pending"), name="sample_pending_oldest_idx"),
             HnswIndex(
                 name="sample_embedding_hnsw",
                 fields=["embedding"],
@@ -185,15 +209,24 @@ class Review(models.Model):
     class Decision(models.TextChoices):
         ACCEPT = "accept", "Accept"
         REJECT = "reject", "Reject"
+        EDIT = "edit", "Edit and accept"
+        UNDO = "undo", "Undo"
 
     sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
     decision = models.CharField(max_length=10, choices=Decision.choices)
-    reason = models.CharField(max_length=200, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    edited_answer = models.TextField(blank=True, help_text="For an edit: the answer as the reviewer left it.")
+    undoes = models.OneToOneField(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="undone_by",
+        help_text="For an undo: the decision it reverts.",
+    )
+    bulk = models.BooleanField(default=False, help_text="Made by a bulk action on a selection.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["reviewer", "-created_at"], name="review_by_reviewer_idx")]
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.decision} sample {self.sample_id}"

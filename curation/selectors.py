@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from curation.models import Flag, Generation, Lineage, Review, Sample
@@ -17,28 +17,6 @@ def lineage_open_generation(*, lineage: Lineage) -> Generation | None:
     return Generation.objects.filter(lineage=lineage, status=Generation.Status.OPEN).first()
 
 
-def _queue(lineage: Lineage) -> QuerySet[Sample]:
-    return Sample.objects.filter(
-        lineage=lineage,
-        status=Sample.Status.PENDING,
-        generation__status=Generation.Status.OPEN,
-        flagged_at__isnull=False,
-    )
-
-
-def review_queue_next(*, reviewer, lineage: Lineage) -> Sample | None:
-    """The next sample for a reviewer: flagged ones first (highest risk first), then oldest."""
-    flagged = Flag.objects.filter(sample=OuterRef("pk"))
-    return (
-        _queue(lineage)
-        .annotate(has_flags=Exists(flagged))
-        .order_by("-has_flags", "id")
-        .select_related("passage", "generation", "job")
-        .prefetch_related(Prefetch("flags", queryset=Flag.objects.order_by("kind")))
-        .first()
-    )
-
-
 @dataclass(frozen=True)
 class QueueStats:
     remaining: int
@@ -46,18 +24,28 @@ class QueueStats:
     decided_today: int
 
 
-def review_queue_stats(*, reviewer, lineage: Lineage) -> QueueStats:
+def review_queue_stats(*, reviewer, lineage: Lineage, samples: QuerySet[Sample]) -> QueueStats:
+    """How much is left in the reviewer's view of the queue, and what they decided today."""
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     unflagged = Sample.objects.filter(
         lineage=lineage, status=Sample.Status.PENDING, generation__status=Generation.Status.OPEN,
         flagged_at__isnull=True,
     ).count()
-    return QueueStats(
-        remaining=_queue(lineage).count(),
-        waiting_for_flags=unflagged,
-        decided_today=Review.objects.filter(
-            reviewer=reviewer, sample__lineage=lineage, created_at__gte=start_of_day
-        ).count(),
+    decided_today = (
+        Review.objects.filter(reviewer=reviewer, sample__lineage=lineage, created_at__gte=start_of_day)
+        .exclude(decision=Review.Decision.UNDO)
+        .filter(undone_by__isnull=True)
+        .count()
+    )
+    return QueueStats(remaining=samples.count(), waiting_for_flags=unflagged, decided_today=decided_today)
+
+
+def sample_for_card(*, pk: int) -> Sample:
+    """One sample with everything its review card shows, in a fixed number of queries."""
+    return (
+        Sample.objects.select_related("passage", "generation", "job", "lineage", "leased_to")
+        .prefetch_related(Prefetch("flags", queryset=Flag.objects.order_by("kind")))
+        .get(pk=pk)
     )
 
 

@@ -5,41 +5,107 @@ a page or (for htmx requests) the partial that changed.
 """
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
+from django import forms
 from django.contrib import messages
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from curation import selectors
-from curation.models import Lineage, Review, Sample, TrainingSet
-from curation.services.review import ReviewError, sample_decide
+from curation.models import DEFAULT_REJECT_REASONS, Flag, Lineage, Sample, TrainingSet
+from curation.services.review import (
+    AlreadyDecided,
+    LeasedElsewhere,
+    Order,
+    QueueFilter,
+    ReviewError,
+    queue_samples,
+    sample_decide,
+    sample_lease_next,
+    sample_release,
+    samples_bulk_decide,
+)
+from curation.services.review import review_undo as review_undo_service
 from curation.services.training_sets import TrainingSetError, training_set_build, training_set_path
 from generation.models import GenerationJob
 from ouroboros.roles import curator_required, reviewer_required
 
 
-def _lineage_from_request(request) -> Lineage | None:
-    slug = request.GET.get("lineage") or request.POST.get("lineage")
+class QueueFilterForm(forms.Form):
+    """The queue's filters, read from the query string (and echoed into every card's forms)."""
+
+    lineage = forms.SlugField(required=False)
+    generation = forms.IntegerField(required=False, min_value=0)
+    flag = forms.ChoiceField(required=False, choices=[("", "Any flags"), ("none", "No flags"),
+                                                      *Flag.Kind.choices])
+    min_risk = forms.FloatField(required=False, min_value=0, max_value=1, label="Risk from")
+    max_risk = forms.FloatField(required=False, min_value=0, max_value=1, label="to")
+    order = forms.ChoiceField(required=False, choices=Order.CHOICES)
+
+    def clean(self):
+        data = super().clean()
+        low, high = data.get("min_risk"), data.get("max_risk")
+        if low is not None and high is not None and low > high:
+            raise forms.ValidationError("The risk range is empty: 'from' is above 'to'.")
+        return data
+
+    def queue_filter(self) -> QueueFilter:
+        data = self.cleaned_data if self.is_valid() else {}
+        return QueueFilter(
+            generation=data.get("generation"),
+            flag=data.get("flag") or "",
+            min_risk=data.get("min_risk"),
+            max_risk=data.get("max_risk"),
+            order=data.get("order") or Order.RISK,
+        )
+
+
+def _queue_state(request, data) -> tuple[Lineage | None, QueueFilterForm, str]:
+    """The lineage, the filter form and its query string, from GET or from a card's hidden field."""
+    form = QueueFilterForm(data)
+    form.is_valid()
+    slug = form.cleaned_data.get("lineage") if form.is_valid() else data.get("lineage")
     lineages = selectors.lineage_list()
-    if slug:
-        return get_object_or_404(lineages, slug=slug)
-    return lineages.first()
+    lineage = get_object_or_404(lineages, slug=slug) if slug else lineages.first()
+    params = {k: v for k, v in (form.cleaned_data.items() if form.is_valid() else []) if v not in (None, "")}
+    if lineage is not None:
+        params["lineage"] = lineage.slug
+    return lineage, form, urlencode(params)
 
 
-def _card_context(request, lineage: Lineage | None, notice: str = "", notice_level: str = "info") -> dict:
-    sample = selectors.review_queue_next(reviewer=request.user, lineage=lineage) if lineage else None
-    stats = selectors.review_queue_stats(reviewer=request.user, lineage=lineage) if lineage else None
+def _skipped(request, lineage: Lineage) -> list[int]:
+    return request.session.get(f"skipped:{lineage.pk}", [])
+
+
+def _card_context(request, lineage: Lineage | None, form: QueueFilterForm, query: str, *, sample: Sample | None = None,
+                  notice: str = "", notice_level: str = "info") -> dict:
+    filters = form.queue_filter()
+    if lineage is not None and sample is None and form.is_valid():
+        sample = sample_lease_next(reviewer=request.user, lineage=lineage, filters=filters,
+                                   exclude_ids=tuple(_skipped(request, lineage)))
+    if sample is not None:
+        sample = selectors.sample_for_card(pk=sample.pk)
     flags = {flag.kind: flag for flag in sample.flags.all()} if sample else {}
+    stats = (
+        selectors.review_queue_stats(reviewer=request.user, lineage=lineage,
+                                     samples=queue_samples(lineage=lineage, filters=filters))
+        if lineage else None
+    )
+    reasons = list(lineage.reject_reasons or DEFAULT_REJECT_REASONS) if lineage else []
     return {
-        "answer_sentences": _answer_sentences(flags.get("hallucination")),
         "lineage": lineage,
+        "form": form,
+        "query": query,
         "sample": sample,
         "flags": flags,
+        "answer_sentences": _answer_sentences(flags.get("hallucination")),
         "stats": stats,
         "notice": notice,
         "notice_level": notice_level,
-        "reject_reasons": REJECT_REASONS,
+        "reject_reasons": [(i, reason) for i, reason in enumerate(reasons[:9], start=1)],
     }
 
 
@@ -55,19 +121,28 @@ def _answer_sentences(flag) -> list[dict]:
             "support": item["support"],
             "unsupported": item["support"] < threshold,
             "passage_title": best.get(item["sentence"], {}).get("passage_title", ""),
+            "passage_text": best.get(item["sentence"], {}).get("passage_text", ""),
         }
         for item in flag.evidence.get("sentences", [])
     ]
 
 
-REJECT_REASONS = ["hallucination", "duplicate", "off-topic", "low quality", "unsafe", "other"]
+def _respond(request, lineage, form, query, *, sample=None, notice="", level="info"):
+    """After an action: the next card as a partial for htmx, or a redirect back to the queue."""
+    if request.htmx:
+        context = _card_context(request, lineage, form, query, sample=sample, notice=notice, notice_level=level)
+        return render(request, "curation/_review_card.html", context)
+    if notice:
+        messages.add_message(request, messages.SUCCESS if level == "success" else messages.WARNING, notice)
+    return redirect(f"{reverse('review')}?{query}")
 
 
 @reviewer_required
 def review(request):
-    lineage = _lineage_from_request(request)
-    context = _card_context(request, lineage)
+    lineage, form, query = _queue_state(request, request.GET)
+    context = _card_context(request, lineage, form, query)
     context["lineages"] = selectors.lineage_list()
+    context["generations"] = lineage.generations.order_by("-number") if lineage else []
     return render(request, "curation/review.html", context)
 
 
@@ -75,17 +150,90 @@ def review(request):
 @require_POST
 def review_decide(request, pk: int):
     sample = get_object_or_404(Sample.objects.select_related("lineage"), pk=pk)
+    lineage, form, query = _queue_state(request, QueryDict(request.POST.get("q", "")))
     decision = request.POST.get("decision", "")
-    reason = request.POST.get("reason", "") if decision == Review.Decision.REJECT else ""
+    reason = request.POST.get("reason", "")
+    if reason == "other" and request.POST.get("reason_text", "").strip():
+        reason = f"other: {request.POST['reason_text'].strip()}"
     try:
-        sample_decide(sample=sample, reviewer=request.user, decision=decision, reason=reason)
-        notice, level = f"Sample {sample.pk} {'accepted' if decision == 'accept' else 'rejected'}.", "success"
+        sample_decide(sample=sample, reviewer=request.user, decision=decision, reason=reason,
+                      edited_answer=request.POST.get("answer", ""))
     except ReviewError as exc:
-        notice, level = str(exc).capitalize() + ".", "warning"
-    if request.htmx:
-        return render(request, "curation/_review_card.html", _card_context(request, sample.lineage, notice, level))
-    messages.add_message(request, messages.SUCCESS if level == "success" else messages.WARNING, notice)
-    return redirect(f"{reverse('review')}?lineage={sample.lineage.slug}")
+        if not isinstance(exc, (AlreadyDecided, LeasedElsewhere)):
+            # A fixable mistake (no reason, empty edit): show the same card again with the message.
+            return _respond(request, lineage, form, query, sample=sample, notice=_sentence(exc), level="warning")
+        return _respond(request, lineage, form, query, notice=_sentence(exc), level="warning")
+    verb = {"accept": "accepted", "reject": "rejected", "edit": "edited and accepted"}[decision]
+    return _respond(request, lineage, form, query, notice=f"Sample {sample.pk} {verb}.", level="success")
+
+
+@reviewer_required
+@require_POST
+def review_skip(request, pk: int):
+    sample = get_object_or_404(Sample.objects.select_related("lineage"), pk=pk)
+    lineage, form, query = _queue_state(request, QueryDict(request.POST.get("q", "")))
+    sample_release(sample=sample, reviewer=request.user)
+    key = f"skipped:{sample.lineage_id}"
+    request.session[key] = (request.session.get(key, []) + [sample.pk])[-500:]
+    return _respond(request, lineage, form, query, notice=f"Sample {sample.pk} skipped.")
+
+
+@reviewer_required
+@require_POST
+def review_undo(request):
+    lineage, form, query = _queue_state(request, QueryDict(request.POST.get("q", "")))
+    if lineage is None:
+        raise Http404("no lineage")
+    undo = review_undo_service(reviewer=request.user, lineage=lineage)
+    if undo is None:
+        return _respond(request, lineage, form, query, notice="Nothing to undo.", level="warning")
+    # The reverted sample is the next card, even if it was skipped earlier.
+    key = f"skipped:{lineage.pk}"
+    request.session[key] = [pk for pk in request.session.get(key, []) if pk != undo.sample_id]
+    notice = f"Undid your {undo.undoes.get_decision_display().lower()} of sample {undo.sample_id}."
+    return _respond(request, lineage, form, query, sample=undo.sample, notice=notice, level="success")
+
+
+class BulkForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("accept", "Accept"), ("reject", "Reject")])
+    reason = forms.CharField(required=False, max_length=400)
+    expected_count = forms.IntegerField(min_value=1)
+
+
+@curator_required
+def review_bulk(request):
+    """Accept or reject every sample matching the queue's filters, after confirming the count."""
+    data = request.POST if request.method == "POST" else request.GET
+    lineage, form, query = _queue_state(request, QueryDict(data.get("q", "")) if request.method == "POST" else data)
+    if lineage is None:
+        raise Http404("no lineage")
+    samples = queue_samples(lineage=lineage, filters=form.queue_filter())
+    if request.method == "POST":
+        bulk = BulkForm(request.POST)
+        if bulk.is_valid():
+            try:
+                decided = samples_bulk_decide(
+                    samples=samples, reviewer=request.user, decision=bulk.cleaned_data["decision"],
+                    reason=bulk.cleaned_data["reason"], expected_count=bulk.cleaned_data["expected_count"],
+                )
+            except ReviewError as exc:
+                messages.warning(request, _sentence(exc))
+            else:
+                messages.success(request, f"{bulk.cleaned_data['decision'].capitalize()}ed {decided} samples.")
+                return redirect(f"{reverse('review')}?{query}")
+        else:
+            messages.warning(request, "Choose accept or reject, and confirm the count.")
+        return redirect(f"{reverse('review-bulk')}?{query}")
+    reasons = list(lineage.reject_reasons or DEFAULT_REJECT_REASONS)
+    return render(request, "curation/review_bulk.html", {
+        "lineage": lineage, "form": form, "query": query, "count": samples.count(),
+        "preview": samples.order_by("-risk", "id")[:20], "reasons": reasons,
+    })
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 @curator_required

@@ -58,8 +58,9 @@ def test_a_job_flows_from_generation_to_a_training_set(client, worker, reviewer,
         sample = page.context["sample"]
         assert sample is not None
         decision = "accept" if turn % 2 == 0 else "reject"
-        response = client.post(reverse("review-decide", args=[sample.pk]), {"decision": decision},
-                               HTTP_HX_REQUEST="true")
+        q = f"lineage={lineage.slug}"
+        response = client.post(reverse("review-decide", args=[sample.pk]),
+                               {"decision": decision, "reason": "low quality", "q": q}, HTTP_HX_REQUEST="true")
         assert response.status_code == 200
         if decision == "accept":
             accepted.append(sample)

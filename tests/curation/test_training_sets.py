@@ -25,7 +25,7 @@ def test_the_export_holds_exactly_the_accepted_samples(lineage, reviewer, curato
     pending = make_sample(lineage)
     for sample in accepted:
         sample_accept(sample=sample, reviewer=reviewer)
-    sample_reject(sample=rejected, reviewer=reviewer)
+    sample_reject(sample=rejected, reviewer=reviewer, reason="off-topic")
 
     training_set = training_set_build(lineage=lineage, built_by=curator)
 

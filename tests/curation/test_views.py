@@ -9,7 +9,8 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)><a href="javascript:alert(1)">link</a>'
 
 
-@pytest.mark.parametrize("name,args", [("review", []), ("lineage-list", []), ("training-set-download", [1])])
+@pytest.mark.parametrize("name,args", [("review", []), ("lineage-list", []), ("training-set-download", [1]),
+                                       ("review-bulk", [])])
 def test_anonymous_visitors_are_sent_to_log_in(client, db, name, args):
     response = client.get(reverse(name, args=args))
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
@@ -23,6 +24,7 @@ def test_a_user_without_a_role_is_refused(client, outsider, name):
 
 def test_a_reviewer_cannot_reach_curator_pages(reviewer_client, lineage):
     assert reviewer_client.get(reverse("lineage-detail", args=[lineage.slug])).status_code == 403
+    assert reviewer_client.get(reverse("review-bulk"), {"lineage": lineage.slug}).status_code == 403
     response = reviewer_client.post(reverse("training-set-create", args=[lineage.slug]))
     assert response.status_code == 403
 
@@ -50,8 +52,8 @@ def test_an_htmx_decision_returns_the_next_card_only(reviewer_client, lineage, r
 
 def test_without_javascript_a_decision_redirects_back_to_the_queue(reviewer_client, lineage):
     sample = make_sample(lineage)
-    response = reviewer_client.post(reverse("review-decide", args=[sample.pk]), {"decision": "reject",
-                                                                                 "reason": "off-topic"})
+    response = reviewer_client.post(reverse("review-decide", args=[sample.pk]),
+                                    {"decision": "reject", "reason": "off-topic", "q": f"lineage={lineage.slug}"})
     assert response.status_code == 302 and response["Location"] == f"/review/?lineage={lineage.slug}"
     sample.refresh_from_db()
     assert sample.status == Sample.Status.REJECTED
@@ -63,13 +65,14 @@ def test_deciding_an_already_decided_sample_tells_the_reviewer(reviewer_client, 
 
     sample = make_sample(lineage)
     sample_accept(sample=sample, reviewer=reviewer)
-    response = reviewer_client.post(reverse("review-decide", args=[sample.pk]), {"decision": "reject"}, **HTMX)
+    response = reviewer_client.post(reverse("review-decide", args=[sample.pk]),
+                                    {"decision": "reject", "reason": "unsafe"}, **HTMX)
     assert "already decided" in response.content.decode()
     assert Review.objects.filter(sample=sample).count() == 1
 
 
 def test_generated_text_is_escaped_on_the_card(reviewer_client, lineage):
-    sample = make_sample(lineage, question=XSS, answer=XSS + " It is inert.")
+    sample = make_sample(lineage, question=XSS, answer=XSS + " It is inert. **bold** [x](javascript:alert(1))")
     make_flag(sample, kind="hallucination", score=0.9, threshold=0.35,
               unsupported=[{"sentence": XSS, "support": 0.1, "passage_id": None, "passage_title": XSS,
                             "passage_text": ""}],
@@ -115,3 +118,77 @@ def test_job_progress_polling_stops_once_the_job_has_ended(curator_client, linea
     response = curator_client.get(reverse("job-progress", args=[job.pk]), **HTMX)
     assert response.status_code == 286
     assert f'id="job-{job.pk}"' in response.content.decode()
+
+
+def test_a_reject_without_a_reason_keeps_the_card_and_says_why(reviewer_client, lineage):
+    sample = make_sample(lineage)
+    response = reviewer_client.post(reverse("review-decide", args=[sample.pk]),
+                                    {"decision": "reject", "q": f"lineage={lineage.slug}"}, **HTMX)
+    html = response.content.decode()
+    assert "A rejection needs a reason." in html and f'id="sample-{sample.pk}"' in html
+    sample.refresh_from_db()
+    assert sample.status == Sample.Status.PENDING
+
+
+def test_reject_with_other_and_text_over_http(reviewer_client, lineage):
+    sample = make_sample(lineage)
+    reviewer_client.post(reverse("review-decide", args=[sample.pk]),
+                         {"decision": "reject", "reason": "other", "reason_text": "wrong organism"}, **HTMX)
+    assert Review.objects.get(sample=sample).reason == "other: wrong organism"
+
+
+def test_skip_and_undo_over_http(reviewer_client, lineage):
+    first, second = make_sample(lineage), make_sample(lineage)
+    q = f"lineage={lineage.slug}&order=oldest"
+    html = reviewer_client.post(reverse("review-skip", args=[first.pk]), {"q": q}, **HTMX).content.decode()
+    assert f'id="sample-{second.pk}"' in html and f"Sample {first.pk} skipped." in html
+    reviewer_client.post(reverse("review-decide", args=[second.pk]), {"decision": "accept", "q": q}, **HTMX)
+    html = reviewer_client.post(reverse("review-undo"), {"q": q}, **HTMX).content.decode()
+    assert f"Undid your accept of sample {second.pk}." in html and f'id="sample-{second.pk}"' in html
+    second.refresh_from_db()
+    assert second.status == Sample.Status.PENDING
+
+
+def test_the_queue_filters_are_kept_from_card_to_card(reviewer_client, lineage):
+    low, high = make_sample(lineage, risk=0.1), make_sample(lineage, risk=0.9)
+    other_high = make_sample(lineage, risk=0.8)
+    q = f"lineage={lineage.slug}&min_risk=0.5"
+    page = reviewer_client.get(reverse("review") + "?" + q)
+    assert page.context["sample"] == high
+    html = reviewer_client.post(reverse("review-decide", args=[high.pk]), {"decision": "accept", "q": q},
+                                **HTMX).content.decode()
+    assert f'id="sample-{other_high.pk}"' in html and f'id="sample-{low.pk}"' not in html
+
+
+def test_a_bad_filter_is_reported_by_name(reviewer_client, lineage):
+    response = reviewer_client.get(reverse("review"), {"lineage": lineage.slug, "min_risk": "0.9",
+                                                       "max_risk": "0.1"})
+    assert "The risk range is empty" in response.content.decode()
+    response = reviewer_client.get(reverse("review"), {"lineage": lineage.slug, "order": "sideways"})
+    assert "order: Select a valid choice." in response.content.decode()
+
+
+def test_bulk_confirms_the_count_then_decides(curator_client, lineage):
+    for _ in range(2):
+        make_flag(make_sample(lineage, risk=0.96), score=0.96)
+    keep = make_sample(lineage)
+    q = f"lineage={lineage.slug}&flag=near_duplicate"
+    page = curator_client.get(reverse("review-bulk") + "?" + q)
+    assert page.context["count"] == 2 and "Decide all 2 samples" in page.content.decode()
+    response = curator_client.post(reverse("review-bulk"), {"q": q, "decision": "reject", "reason": "duplicate",
+                                                           "expected_count": "2"})
+    assert response.status_code == 302
+    assert Sample.objects.filter(lineage=lineage, status=Sample.Status.REJECTED).count() == 2
+    keep.refresh_from_db()
+    assert keep.status == Sample.Status.PENDING
+
+
+def test_generated_text_is_escaped_in_the_admin(client, lineage, db):
+    from tests.factories import make_user
+
+    admin_user = make_user("root", is_staff=True, is_superuser=True)
+    client.force_login(admin_user)
+    sample = make_sample(lineage, question=XSS, answer=XSS)
+    for url in (reverse("admin:curation_sample_change", args=[sample.pk]), reverse("admin:curation_sample_changelist")):
+        html = client.get(url).content.decode()
+        assert "<script>alert" not in html and "<img src=x" not in html and 'href="javascript:' not in html
