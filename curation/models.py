@@ -43,6 +43,9 @@ class Lineage(models.Model):
         help_text="Reject reasons offered to reviewers, in key order 1-9; 'other' asks for text.",
     )
     lease_seconds = models.PositiveIntegerField(default=600, help_text="How long a shown card stays with its reviewer.")
+    overlap_fraction = models.FloatField(
+        default=0.0, help_text="Share of new samples (0–1) that a second reviewer also decides, blind, for agreement."
+    )
     student_answers = models.PositiveSmallIntegerField(default=3, help_text="k answers per question.")
     temperature = models.FloatField(default=0.7)
     # Flag thresholds (cosine similarities).
@@ -144,6 +147,7 @@ class Sample(models.Model):
     novelty = models.FloatField(null=True, blank=True, help_text="1 − the highest similarity to anything earlier.")
     risk = models.FloatField(default=0.0, help_text="The highest flag score; the queue serves high risk first.")
     original_answer = models.TextField(blank=True, help_text="The generated answer, kept when a reviewer edits it.")
+    double_review = models.BooleanField(default=False, help_text="Drawn for a second, blind review (agreement).")
     # The lease: who is shown this card now, and until when.
     leased_to = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -222,6 +226,9 @@ class Review(models.Model):
         help_text="For an undo: the decision it reverts.",
     )
     bulk = models.BooleanField(default=False, help_text="Made by a bulk action on a selection.")
+    overlap = models.BooleanField(
+        default=False, help_text="A second reviewer's blind decision: measures agreement, leaves the status alone."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -64,3 +64,37 @@ def lineage_overview(*, lineage: Lineage) -> dict:
         else 0,
         "passages": lineage.passages.count(),
     }
+
+
+def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:
+    """Cohen's kappa per reviewer pair, over samples that had a second, blind review.
+
+    Labels are accept/reject (an edit counts as accept); undone decisions are left out.
+    """
+    from curation.agreement import cohens_kappa
+
+    standing = Review.objects.filter(undone_by__isnull=True).exclude(decision=Review.Decision.UNDO)
+    seconds = standing.filter(overlap=True).select_related("reviewer")
+    if lineage is not None:
+        seconds = seconds.filter(sample__lineage=lineage)
+    firsts = {
+        r.sample_id: r
+        for r in standing.filter(overlap=False, sample_id__in=[s.sample_id for s in seconds])
+        .select_related("reviewer").order_by("created_at", "id")
+    }
+
+    def label(review: Review) -> str:
+        return "reject" if review.decision == Review.Decision.REJECT else "accept"
+
+    by_pair: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for second in seconds:
+        first = firsts.get(second.sample_id)
+        if first is None:
+            continue
+        (a, la), (b, lb) = sorted([(first.reviewer.username, label(first)), (second.reviewer.username, label(second))])
+        by_pair.setdefault((a, b), []).append((la, lb))
+    return [
+        {"pair": pair, "n": len(pairs), "agreement": sum(x == y for x, y in pairs) / len(pairs),
+         "kappa": cohens_kappa(pairs)}
+        for pair, pairs in sorted(by_pair.items())
+    ]

@@ -157,7 +157,7 @@ def review_decide(request, pk: int):
         reason = f"other: {request.POST['reason_text'].strip()}"
     try:
         sample_decide(sample=sample, reviewer=request.user, decision=decision, reason=reason,
-                      edited_answer=request.POST.get("answer", ""))
+                      edited_answer=request.POST.get("answer", ""), overlap=request.POST.get("overlap") == "1")
     except ReviewError as exc:
         if not isinstance(exc, (AlreadyDecided, LeasedElsewhere)):
             # A fixable mistake (no reason, empty edit): show the same card again with the message.
@@ -253,6 +253,7 @@ def lineage_detail(request, slug: str):
             "overview": selectors.lineage_overview(lineage=lineage),
             "jobs": GenerationJob.objects.filter(lineage=lineage).select_related("generation")[:20],
             "training_sets": lineage.training_sets.select_related("generation"),
+            "agreement": selectors.reviewer_agreement(lineage=lineage),
         },
     )
 

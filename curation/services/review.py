@@ -59,6 +59,22 @@ def queue_samples(*, lineage: Lineage, filters: QueueFilter) -> QuerySet[Sample]
         lineage=lineage, status=Sample.Status.PENDING, generation__status=Generation.Status.OPEN,
         flagged_at__isnull=False,
     )
+    return _filtered(samples, filters)
+
+
+def overlap_samples(*, lineage: Lineage, reviewer, filters: QueueFilter) -> QuerySet[Sample]:
+    """Samples drawn for a second, blind review that this reviewer did not decide and nobody has yet."""
+    mine = Review.objects.filter(sample=OuterRef("pk"), reviewer=reviewer, undone_by__isnull=True).exclude(
+        decision=Review.Decision.UNDO)
+    second = Review.objects.filter(sample=OuterRef("pk"), overlap=True, undone_by__isnull=True)
+    samples = Sample.objects.filter(
+        lineage=lineage, double_review=True, status__in=[Sample.Status.ACCEPTED, Sample.Status.REJECTED],
+        generation__status=Generation.Status.OPEN,
+    ).exclude(Exists(mine)).exclude(Exists(second))
+    return _filtered(samples, filters)
+
+
+def _filtered(samples: QuerySet[Sample], filters: QueueFilter) -> QuerySet[Sample]:
     if filters.generation is not None:
         samples = samples.filter(generation__number=filters.generation)
     if filters.flag == "none":
@@ -99,20 +115,24 @@ def sample_lease_next(*, reviewer, lineage: Lineage, filters: QueueFilter = Queu
        moment get different samples, and leased for the lineage's lease time.
     """
     now = timezone.now()
-    samples = queue_samples(lineage=lineage, filters=filters).exclude(id__in=exclude_ids)
-    held = samples.filter(leased_to=reviewer, lease_expires_at__gt=now).order_by("id").first()
-    if held is not None:
-        return held
-    free = samples.exclude(leased_to__isnull=False, lease_expires_at__gt=now)
-    with transaction.atomic():
-        sample = _ordered(free, filters.order).select_for_update(skip_locked=True, of=("self",)).first()
-        if sample is None:
-            return None
-        Sample.objects.filter(pk=sample.pk).update(
-            leased_to=reviewer, lease_expires_at=now + timedelta(seconds=lineage.lease_seconds)
-        )
-    sample.leased_to, sample.lease_expires_at = reviewer, now + timedelta(seconds=lineage.lease_seconds)
-    return sample
+    pending = queue_samples(lineage=lineage, filters=filters).exclude(id__in=exclude_ids)
+    overlap = overlap_samples(lineage=lineage, reviewer=reviewer, filters=filters).exclude(id__in=exclude_ids)
+    for samples in (pending, overlap):
+        held = samples.filter(leased_to=reviewer, lease_expires_at__gt=now).order_by("id").first()
+        if held is not None:
+            return held
+    # Second reviews first: they are few, and agreement can only be measured on them.
+    for samples, order in ((overlap, Order.OLDEST), (pending, filters.order)):
+        free = samples.exclude(leased_to__isnull=False, lease_expires_at__gt=now)
+        with transaction.atomic():
+            sample = _ordered(free, order).select_for_update(skip_locked=True, of=("self",)).first()
+            if sample is None:
+                continue
+            expires = now + timedelta(seconds=lineage.lease_seconds)
+            Sample.objects.filter(pk=sample.pk).update(leased_to=reviewer, lease_expires_at=expires)
+        sample.leased_to, sample.lease_expires_at = reviewer, expires
+        return sample
+    return None
 
 
 def sample_release(*, sample: Sample, reviewer) -> bool:
@@ -157,7 +177,7 @@ def _check_reason(lineage: Lineage, reason: str) -> str:
 
 
 def sample_decide(*, sample: Sample, reviewer, decision: str, reason: str = "", edited_answer: str = "",
-                  bulk: bool = False) -> Review:
+                  bulk: bool = False, overlap: bool = False) -> Review:
     """Record a decision on a pending sample: accept, reject (with a reason) or edit-and-accept.
 
     The status changes with a conditional update that touches only the sample's
@@ -178,6 +198,9 @@ def sample_decide(*, sample: Sample, reviewer, decision: str, reason: str = "", 
             raise ReviewError("the edited answer is empty")
         if len(edited_answer) > MAX_EDIT_CHARS:
             raise ReviewError(f"the edited answer is over {MAX_EDIT_CHARS} characters")
+    if overlap:
+        return _second_review(sample=sample, reviewer=reviewer, decision=decision, reason=reason,
+                              edited_answer=edited_answer)
     new_status = Sample.Status.REJECTED if decision == Review.Decision.REJECT else Sample.Status.ACCEPTED
     now = timezone.now()
     with transaction.atomic():
@@ -201,6 +224,23 @@ def sample_decide(*, sample: Sample, reviewer, decision: str, reason: str = "", 
             Sample.objects.filter(pk=sample.pk).update(answer=edited_answer)
         return Review.objects.create(sample=sample, reviewer=reviewer, decision=decision, reason=reason,
                                      edited_answer=edited_answer, bulk=bulk)
+
+
+def _second_review(*, sample: Sample, reviewer, decision: str, reason: str, edited_answer: str) -> Review:
+    """A blind second decision on a double-review sample: logged for agreement, status untouched."""
+    with transaction.atomic():
+        _lock_open_generation(sample.generation_id, sample.pk)
+        locked = Sample.objects.select_for_update().get(pk=sample.pk)  # one second review wins
+        if not locked.double_review or locked.status == Sample.Status.PENDING:
+            raise ReviewError(f"sample {sample.pk} is not waiting for a second review")
+        active = Review.objects.filter(sample=locked, undone_by__isnull=True).exclude(decision=Review.Decision.UNDO)
+        if active.filter(overlap=True).exists():
+            raise AlreadyDecided(f"sample {sample.pk} already has its second review")
+        if active.filter(reviewer=reviewer).exists():
+            raise ReviewError(f"you already decided sample {sample.pk}; a second review needs another reviewer")
+        Sample.objects.filter(pk=sample.pk, leased_to=reviewer).update(leased_to=None, lease_expires_at=None)
+        return Review.objects.create(sample=locked, reviewer=reviewer, decision=decision, reason=reason,
+                                     edited_answer=edited_answer, overlap=True)
 
 
 def sample_accept(*, sample: Sample, reviewer) -> Review:
@@ -227,6 +267,12 @@ def review_undo(*, reviewer, lineage: Lineage) -> Review | None:
     )
     for review in candidates:
         sample = review.sample
+        if review.overlap:
+            with transaction.atomic():
+                Sample.objects.filter(pk=sample.pk).update(
+                    leased_to=reviewer, lease_expires_at=timezone.now() + timedelta(seconds=lineage.lease_seconds))
+                return Review.objects.create(sample=sample, reviewer=reviewer, decision=Review.Decision.UNDO,
+                                             undoes=review, overlap=True)
         expected = Sample.Status.REJECTED if review.decision == Review.Decision.REJECT else Sample.Status.ACCEPTED
         with transaction.atomic():
             _lock_open_generation(sample.generation_id, sample.pk)

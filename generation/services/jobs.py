@@ -138,6 +138,8 @@ def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result
                 alt_answers=result.alt_answers,
                 dialogue=result.dialogue,
                 provenance={**result.provenance, "job": job.pk, "passage": passage.pk, "item": index},
+                # Drawn from the item's own seed, so a re-run of the item draws the same.
+                double_review=random.Random(f"{job.seed}:{index}").random() < job.lineage.overlap_fraction,
             )
             sample_flag_later(sample_id=sample.pk)
     except IntegrityError:

@@ -252,3 +252,33 @@ def test_two_reviewers_asking_at_once_get_different_cards(lineage):
     for t in threads:
         t.join()
     assert len(set(leased)) == 2
+
+
+def test_a_second_blind_review_is_logged_without_changing_the_status(lineage, reviewer, other_reviewer):
+    sample = make_sample(lineage, double_review=True)
+    assert sample_lease_next(reviewer=reviewer, lineage=lineage) == sample
+    sample_accept(sample=sample, reviewer=reviewer)
+    assert sample_lease_next(reviewer=reviewer, lineage=lineage) is None, "never your own sample twice"
+    assert sample_lease_next(reviewer=other_reviewer, lineage=lineage) == sample
+    second = sample_decide(sample=sample, reviewer=other_reviewer, decision="reject", reason="unsafe", overlap=True)
+    assert second.overlap is True
+    sample.refresh_from_db()
+    assert sample.status == Sample.Status.ACCEPTED, "the first decision stands"
+    third = make_user("tess", REVIEWER)
+    assert sample_lease_next(reviewer=third, lineage=lineage) is None, "one second review is enough"
+    with pytest.raises(AlreadyDecided, match="already has its second review"):
+        sample_decide(sample=sample, reviewer=third, decision="accept", overlap=True)
+
+
+def test_agreement_is_cohens_kappa_per_reviewer_pair(lineage, reviewer, other_reviewer):
+    from curation.selectors import reviewer_agreement
+
+    # rita then otto: agree, agree, disagree, agree on four samples.
+    for first, second in [("accept", "accept"), ("reject", "reject"), ("accept", "reject"), ("accept", "accept")]:
+        sample = make_sample(lineage, double_review=True)
+        sample_decide(sample=sample, reviewer=reviewer, decision=first, reason="duplicate")
+        sample_decide(sample=sample, reviewer=other_reviewer, decision=second, reason="duplicate", overlap=True)
+    [row] = reviewer_agreement(lineage=lineage)
+    # p_o = 3/4; rita accepts 3/4, otto accepts 2/4: p_e = 3/4*2/4 + 1/4*2/4 = 1/2; kappa = (0.75-0.5)/0.5
+    assert row["pair"] == ("otto", "rita") and row["n"] == 4
+    assert row["agreement"] == pytest.approx(0.75) and row["kappa"] == pytest.approx(0.5)
