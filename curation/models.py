@@ -169,6 +169,10 @@ class Sample(models.Model):
             models.Index(fields=["lineage", "-novelty", "id"], condition=Q(status="pending"),
                          name="sample_pending_novel_idx"),
             models.Index(fields=["lineage", "id"], condition=Q(status="pending"), name="sample_pending_oldest_idx"),
+            # Second reviews and samples still waiting for flags are few: small partial indexes find them.
+            models.Index(fields=["lineage", "id"], condition=Q(double_review=True), name="sample_double_review_idx"),
+            models.Index(fields=["lineage"], condition=Q(status="pending", flagged_at__isnull=True),
+                         name="sample_unflagged_idx"),
             HnswIndex(
                 name="sample_embedding_hnsw",
                 fields=["embedding"],

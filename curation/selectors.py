@@ -17,27 +17,37 @@ def lineage_open_generation(*, lineage: Lineage) -> Generation | None:
     return Generation.objects.filter(lineage=lineage, status=Generation.Status.OPEN).first()
 
 
+# Counting a queue of 10^5 pending samples on every card would cost more than
+# the rest of the request; past this, the card says "1000+".
+REMAINING_COUNT_CAP = 1000
+
+
 @dataclass(frozen=True)
 class QueueStats:
     remaining: int
     waiting_for_flags: int
     decided_today: int
 
+    @property
+    def remaining_display(self) -> str:
+        return f"{REMAINING_COUNT_CAP}+" if self.remaining > REMAINING_COUNT_CAP else str(self.remaining)
+
 
 def review_queue_stats(*, reviewer, lineage: Lineage, samples: QuerySet[Sample]) -> QueueStats:
     """How much is left in the reviewer's view of the queue, and what they decided today."""
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     unflagged = Sample.objects.filter(
-        lineage=lineage, status=Sample.Status.PENDING, generation__status=Generation.Status.OPEN,
-        flagged_at__isnull=True,
-    ).count()
+        lineage=lineage, status=Sample.Status.PENDING, flagged_at__isnull=True,
+        generation__status=Generation.Status.OPEN,
+    ).order_by()[: REMAINING_COUNT_CAP + 1].count()
     decided_today = (
         Review.objects.filter(reviewer=reviewer, sample__lineage=lineage, created_at__gte=start_of_day)
         .exclude(decision=Review.Decision.UNDO)
         .filter(undone_by__isnull=True)
         .count()
     )
-    return QueueStats(remaining=samples.count(), waiting_for_flags=unflagged, decided_today=decided_today)
+    return QueueStats(remaining=samples.order_by()[: REMAINING_COUNT_CAP + 1].count(), waiting_for_flags=unflagged,
+                      decided_today=decided_today)
 
 
 def sample_for_card(*, pk: int) -> Sample:

@@ -255,6 +255,8 @@ def test_two_reviewers_asking_at_once_get_different_cards(lineage):
 
 
 def test_a_second_blind_review_is_logged_without_changing_the_status(lineage, reviewer, other_reviewer):
+    lineage.overlap_fraction = 0.2
+    lineage.save()
     sample = make_sample(lineage, double_review=True)
     assert sample_lease_next(reviewer=reviewer, lineage=lineage) == sample
     sample_accept(sample=sample, reviewer=reviewer)
