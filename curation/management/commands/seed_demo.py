@@ -40,8 +40,8 @@ class Command(BaseCommand):
             added = passages_add(lineage=lineage, passages=data["passages"])
             users = [self._user(*spec) for spec in DEMO_USERS]
         self.stdout.write(f"Demo lineage {lineage.name!r}: {lineage.passages.count()} passages ({added} new).")
-        for username, password, created in users:
-            note = password if created else "(unchanged; set when first created)"
+        for username, password, usable in users:
+            note = repr(password) if usable else "(changed since it was created)"
             self.stdout.write(f"  login {username!r} password {note}")
 
     def _user(self, username: str, role: str, env: str, default: str):
@@ -52,10 +52,11 @@ class Command(BaseCommand):
             user.set_password(password)
             user.is_staff = role == CURATOR  # curators may use the admin
             user.save()
+        usable = user.check_password(password)
         user.groups.add(Group.objects.get(name=role))
         if role == CURATOR:
             _grant_admin_permissions(user)
-        return username, password, created
+        return username, password, usable
 
 
 def _grant_admin_permissions(user) -> None:
