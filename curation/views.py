@@ -33,6 +33,7 @@ def _card_context(request, lineage: Lineage | None, notice: str = "", notice_lev
     flags = {flag.kind: flag for flag in sample.flags.all()} if sample else {}
     return {
         "answer_sentences": _answer_sentences(flags.get("hallucination")),
+        "cluster": selectors.sample_cluster(sample=sample) if sample else None,
         "lineage": lineage,
         "sample": sample,
         "flags": flags,
@@ -53,7 +54,8 @@ def _answer_sentences(flag) -> list[dict]:
         {
             "text": item["sentence"],
             "support": item["support"],
-            "unsupported": item["support"] < threshold,
+            # Flags of detector 2 say which sentences are unsupported; older ones compared support with the threshold.
+            "unsupported": item.get("unsupported", item["support"] < threshold),
             "passage_title": best.get(item["sentence"], {}).get("passage_title", ""),
         }
         for item in flag.evidence.get("sentences", [])
