@@ -35,7 +35,7 @@ class Weights:
     """How the signals mix. Defaults come from settings (OUROBOROS["HALLUCINATION_*"])."""
 
     cosine: float = 0.5  # share of the cosine in a support (the rest is lexical coverage)
-    grounding: float = 0.7  # share of grounding in a sentence's support when alternatives exist
+    grounding: float = 0.85  # share of grounding in a sentence's support when alternatives exist
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,9 @@ def tokens(text: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
-    """A deliberately crude stemmer: enough that "chromosomes" covers "chromosome"."""
-    for suffix in ("ies", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix) and not word.endswith("ss"):
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    """A deliberately crude stemmer: a plural "s" goes, so "chromosomes" covers "chromosome"."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
     return word
 
 

@@ -149,11 +149,11 @@ OUROBOROS = {
     "EMBEDDING_CACHE_SIZE": envint("OUROBOROS_EMBEDDING_CACHE_SIZE", 20000, minimum=0),  # vectors per process
     # Defaults for new lineages; `manage.py calibrate_flags` fits a lineage's own.
     "DUPLICATE_THRESHOLD": envfloat("OUROBOROS_DUPLICATE_THRESHOLD", 0.90),
-    "HALLUCINATION_THRESHOLD": envfloat("OUROBOROS_HALLUCINATION_THRESHOLD", 0.50),
+    "HALLUCINATION_THRESHOLD": envfloat("OUROBOROS_HALLUCINATION_THRESHOLD", 0.30),
     # How the hallucination signals mix (see curation/hallucination.py) and how
     # many passage chunks pgvector retrieves per sentence.
     "HALLUCINATION_COSINE_WEIGHT": envfloat("OUROBOROS_HALLUCINATION_COSINE_WEIGHT", 0.5),
-    "HALLUCINATION_GROUNDING_WEIGHT": envfloat("OUROBOROS_HALLUCINATION_GROUNDING_WEIGHT", 0.7),
+    "HALLUCINATION_GROUNDING_WEIGHT": envfloat("OUROBOROS_HALLUCINATION_GROUNDING_WEIGHT", 0.85),
     "GROUNDING_TOP_K": envint("OUROBOROS_GROUNDING_TOP_K", 8, minimum=1),
     # pgvector HNSW search breadth (hnsw.ef_search) for flagging look-ups.
     "HNSW_EF_SEARCH": envint("OUROBOROS_HNSW_EF_SEARCH", 100, minimum=1),
