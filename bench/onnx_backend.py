@@ -53,8 +53,20 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     fp32, int8 = tmp / "model.onnx", tmp / "model-int8.onnx"
     sample = tokenizer(["hello world"], return_tensors="pt")
+
+    class Wrapped(torch.nn.Module):
+        """Keyword arguments in a fixed order: BertModel.forward's positions differ between versions."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
     torch.onnx.export(
-        transformer, (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]), str(fp32),
+        Wrapped(transformer), (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]), str(fp32),
         input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
         dynamic_axes={name: {0: "batch", 1: "tokens"} for name in
                       ["input_ids", "attention_mask", "token_type_ids", "last_hidden_state"]},
