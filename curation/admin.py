@@ -6,7 +6,7 @@ from generation.services import JobError, job_create
 
 @admin.register(Lineage)
 class LineageAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "grounding_threshold")
+    list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "hallucination_threshold")
     prepopulated_fields = {"slug": ("name",)}
     actions = ["start_job"]
 

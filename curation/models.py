@@ -8,6 +8,8 @@ indexes so that nearest-neighbour look-ups stay in the database.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
@@ -48,9 +50,15 @@ class Lineage(models.Model):
     )
     student_answers = models.PositiveSmallIntegerField(default=3, help_text="k answers per question.")
     temperature = models.FloatField(default=0.7)
-    # Flag thresholds (cosine similarities).
-    duplicate_threshold = models.FloatField(default=settings.OUROBOROS["DUPLICATE_THRESHOLD"])
-    grounding_threshold = models.FloatField(default=settings.OUROBOROS["GROUNDING_THRESHOLD"])
+    # Flag thresholds, set per lineage (`manage.py calibrate_flags` fits them).
+    duplicate_threshold = models.FloatField(
+        default=settings.OUROBOROS["DUPLICATE_THRESHOLD"],
+        help_text="Near-duplicate when max(cosine, MinHash Jaccard) to an earlier sample or the real data is at least this.",
+    )
+    hallucination_threshold = models.FloatField(
+        default=settings.OUROBOROS["HALLUCINATION_THRESHOLD"],
+        help_text="A sentence whose risk (1 − support) is at least this is unsupported, and flags the sample.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -118,6 +126,59 @@ class SourcePassage(models.Model):
         return self.title or self.text[:60]
 
 
+class PassageChunk(models.Model):
+    """A sentence window of a source passage: the unit a generated sentence is grounded in.
+
+    Whole passages are too coarse: one true sentence in a 200-word passage is
+    only loosely similar to it. Windows of one and two sentences give a claim
+    something of its own size to be compared with.
+    """
+
+    lineage = models.ForeignKey(Lineage, on_delete=models.CASCADE, related_name="passage_chunks")
+    passage = models.ForeignKey(SourcePassage, on_delete=models.CASCADE, related_name="chunks")
+    position = models.PositiveIntegerField()
+    text = models.TextField()
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+
+    class Meta:
+        ordering = ["passage", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["passage", "position"], name="chunk_unique_position"),
+        ]
+        indexes = [
+            HnswIndex(
+                name="chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.passage} [{self.position}]"
+
+
+class DuplicateCluster(models.Model):
+    """Samples that are near-duplicates of one another (single linkage through earlier samples).
+
+    A sample joins the cluster of its nearest earlier duplicate, so a reviewer
+    can keep the best one and reject the rest together.
+    """
+
+    lineage = models.ForeignKey(Lineage, on_delete=models.CASCADE, related_name="duplicate_clusters")
+    representative = models.OneToOneField(
+        "Sample", on_delete=models.CASCADE, related_name="represents", help_text="The earliest member."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["lineage", "id"]
+
+    def __str__(self) -> str:
+        return f"Duplicate cluster {self.pk} of {self.lineage}"
+
+
 class Sample(models.Model):
     """One generated item: a tutor question about a passage and the student's answers."""
 
@@ -153,6 +214,19 @@ class Sample(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Detector outputs for every sample, flagged or not: calibration from past
+    # review decisions needs the scores of the samples that were not flagged too.
+    duplicate_score = models.FloatField(null=True, blank=True)
+    hallucination_score = models.FloatField(null=True, blank=True)
+    neighbours = models.JSONField(
+        default=dict, blank=True, help_text="Nearest match in the batch, the lineage and the real data, with similarity."
+    )
+    cluster = models.ForeignKey(
+        DuplicateCluster, on_delete=models.SET_NULL, null=True, blank=True, related_name="members"
+    )
+    minhash = ArrayField(models.BigIntegerField(), null=True, blank=True, help_text="MinHash signature of the text.")
+    minhash_bands = ArrayField(models.BigIntegerField(), null=True, blank=True, help_text="LSH band keys.")
+    detector_version = models.CharField(max_length=100, blank=True, help_text="Detectors that last scored it.")
     flagged_at = models.DateTimeField(null=True, blank=True, help_text="When the detectors last ran.")
     decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -173,6 +247,7 @@ class Sample(models.Model):
             models.Index(fields=["lineage", "id"], condition=Q(double_review=True), name="sample_double_review_idx"),
             models.Index(fields=["lineage"], condition=Q(status="pending", flagged_at__isnull=True),
                          name="sample_unflagged_idx"),
+            GinIndex(fields=["minhash_bands"], name="sample_minhash_bands_gin"),
             HnswIndex(
                 name="sample_embedding_hnsw",
                 fields=["embedding"],
@@ -195,7 +270,7 @@ class Flag(models.Model):
 
     sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="flags")
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    score = models.FloatField(help_text="Near-duplicate: similarity. Hallucination: 1 − the weakest support.")
+    score = models.FloatField(help_text="Near-duplicate: max(cosine, Jaccard). Hallucination: the riskiest sentence's risk.")
     evidence = models.JSONField(default=dict)
     detector_version = models.CharField(max_length=50)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -209,6 +284,44 @@ class Flag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.score:.2f}) on sample {self.sample_id}"
+
+
+class FlagRun(models.Model):
+    """Re-flagging a lineage (after a detector or threshold change), processed in chunks on `curation`.
+
+    The cursor is the last sample id done: samples are re-flagged in id order,
+    so "everything before" means the same as when they were first flagged.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    lineage = models.ForeignKey(Lineage, on_delete=models.CASCADE, related_name="flag_runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    cursor = models.BigIntegerField(default=0, help_text="Samples with an id up to this are done.")
+    chunk_size = models.PositiveIntegerField(default=50)
+    detector_versions = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Re-flag of {self.lineage} ({self.done}/{self.total}, {self.status})"
+
+    @property
+    def progress_percent(self) -> int:
+        return 100 if not self.total else min(100, round(100 * self.done / self.total))
 
 
 class Review(models.Model):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from curation.models import Flag, Generation, Lineage, Review, Sample
+from curation.models import DuplicateCluster, Flag, FlagRun, Generation, Lineage, Review, Sample
 
 
 def lineage_list() -> QuerySet[Lineage]:
@@ -108,3 +108,83 @@ def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:
          "kappa": cohens_kappa(pairs)}
         for pair, pairs in sorted(by_pair.items())
     ]
+
+
+# ----------------------------------------------------------------------------- near-duplicate clusters
+
+
+def duplicate_clusters(*, lineage: Lineage) -> QuerySet[DuplicateCluster]:
+    """The lineage's clusters of two or more near-duplicates, biggest first, with member and pending counts."""
+    return (
+        DuplicateCluster.objects.filter(lineage=lineage)
+        .annotate(size=Count("members"), pending=Count("members", filter=Q(members__status=Sample.Status.PENDING)))
+        .filter(size__gte=2)
+        .select_related("representative")
+        .order_by("-size", "id")
+    )
+
+
+def duplicate_cluster_members(*, cluster: DuplicateCluster) -> QuerySet[Sample]:
+    return cluster.members.order_by("id").only("id", "question", "answer", "status", "duplicate_score", "cluster_id")
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    id: int
+    size: int
+    pending: int
+    accepted: int
+    rejected: int
+    member_ids: list[int]
+
+
+def sample_cluster(*, sample: Sample) -> ClusterSummary | None:
+    """What the review card says about the sample's cluster (None when it is in none of size ≥ 2)."""
+    if sample.cluster_id is None:
+        return None
+    members = list(Sample.objects.filter(cluster_id=sample.cluster_id).order_by("id").values("id", "status"))
+    if len(members) < 2:
+        return None
+    count = {status: sum(1 for m in members if m["status"] == status) for status in Sample.Status.values}
+    return ClusterSummary(sample.cluster_id, len(members), count["pending"], count["accepted"], count["rejected"],
+                          [m["id"] for m in members])
+
+
+# ----------------------------------------------------------------------------- calibration and re-flag runs
+
+
+REVIEW_REASONS = {Flag.Kind.HALLUCINATION: "hallucination", Flag.Kind.NEAR_DUPLICATE: "duplicate"}
+
+
+def review_labels(*, lineage: Lineage, kind: str) -> tuple[list[int], list[float]]:
+    """Labels and scores from past decisions: rejected for this kind's reason is 1, accepted is 0.
+
+    Samples rejected for another reason say nothing about this detector and are
+    left out, as are samples without a score. The latest decision counts.
+    """
+    score_field = "hallucination_score" if kind == Flag.Kind.HALLUCINATION else "duplicate_score"
+    labels, scores = [], []
+    samples = Sample.objects.filter(lineage=lineage, **{f"{score_field}__isnull": False}).exclude(
+        status=Sample.Status.PENDING
+    )
+    latest = {}
+    for review in Review.objects.filter(sample__in=samples).order_by("created_at", "id").values(
+        "sample_id", "decision", "reason"
+    ):
+        latest[review["sample_id"]] = review
+    for sample_id, score in samples.values_list("id", score_field):
+        review = latest.get(sample_id)
+        if review is None:
+            continue
+        if review["decision"] == Review.Decision.ACCEPT:
+            labels.append(0)
+        elif review["reason"] == REVIEW_REASONS[kind]:
+            labels.append(1)
+        else:
+            continue
+        scores.append(score)
+    return labels, scores
+
+
+def flag_runs(*, lineage: Lineage) -> QuerySet[FlagRun]:
+    return FlagRun.objects.filter(lineage=lineage).order_by("-created_at")

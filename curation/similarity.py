@@ -77,3 +77,13 @@ def novelty(max_similarity: float | None) -> float:
     if max_similarity is None:
         return 1.0
     return float(np.clip(1.0 - max_similarity, 0.0, 1.0))
+
+
+def top_k(queries: np.ndarray, references: np.ndarray, k: int) -> list[list[int]]:
+    """Indices of the k most similar references for each query, best first (exact search)."""
+    if len(references) == 0:
+        return [[] for _ in range(len(np.atleast_2d(queries)))]
+    sims = cosine_matrix(queries, references)
+    k = min(k, sims.shape[1])
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return [row.tolist() for row in order]

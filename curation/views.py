@@ -44,6 +44,7 @@ class QueueFilterForm(forms.Form):
     min_risk = forms.FloatField(required=False, min_value=0, max_value=1, label="Risk from")
     max_risk = forms.FloatField(required=False, min_value=0, max_value=1, label="to")
     order = forms.ChoiceField(required=False, choices=Order.CHOICES)
+    cluster = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def clean(self):
         data = super().clean()
@@ -60,6 +61,7 @@ class QueueFilterForm(forms.Form):
             min_risk=data.get("min_risk"),
             max_risk=data.get("max_risk"),
             order=data.get("order") or Order.RISK,
+            cluster=data.get("cluster"),
         )
 
 
@@ -96,6 +98,7 @@ def _card_context(request, lineage: Lineage | None, form: QueueFilterForm, query
     )
     reasons = list(lineage.reject_reasons or DEFAULT_REJECT_REASONS) if lineage else []
     return {
+        "cluster": selectors.sample_cluster(sample=sample) if sample else None,
         "lineage": lineage,
         "form": form,
         "query": query,
@@ -119,7 +122,8 @@ def _answer_sentences(flag) -> list[dict]:
         {
             "text": item["sentence"],
             "support": item["support"],
-            "unsupported": item["support"] < threshold,
+            # Flags of detector 2 say which sentences are unsupported; older ones compared support with the threshold.
+            "unsupported": item.get("unsupported", item["support"] < threshold),
             "passage_title": best.get(item["sentence"], {}).get("passage_title", ""),
             "passage_text": best.get(item["sentence"], {}).get("passage_text", ""),
         }

@@ -150,8 +150,19 @@ OUROBOROS = {
     "EMBEDDING_MODEL": envstr("OUROBOROS_EMBEDDING_MODEL", ""),  # empty: all-MiniLM-L6-v2 from its wheel
     "EMBEDDING_DIM": 384,
     "EMBEDDING_THREADS": envint("OUROBOROS_EMBEDDING_THREADS", 2, minimum=1),
+    "EMBEDDING_BATCH_SIZE": envint("OUROBOROS_EMBEDDING_BATCH_SIZE", 64, minimum=1),
+    "EMBEDDING_CACHE_SIZE": envint("OUROBOROS_EMBEDDING_CACHE_SIZE", 20000, minimum=0),  # vectors per process
+    # Defaults for new lineages; `manage.py calibrate_flags` fits a lineage's own.
     "DUPLICATE_THRESHOLD": envfloat("OUROBOROS_DUPLICATE_THRESHOLD", 0.90),
-    "GROUNDING_THRESHOLD": envfloat("OUROBOROS_GROUNDING_THRESHOLD", 0.35),
+    "HALLUCINATION_THRESHOLD": envfloat("OUROBOROS_HALLUCINATION_THRESHOLD", 0.30),
+    # How the hallucination signals mix (see curation/hallucination.py) and how
+    # many passage chunks pgvector retrieves per sentence.
+    "HALLUCINATION_COSINE_WEIGHT": envfloat("OUROBOROS_HALLUCINATION_COSINE_WEIGHT", 0.5),
+    "HALLUCINATION_GROUNDING_WEIGHT": envfloat("OUROBOROS_HALLUCINATION_GROUNDING_WEIGHT", 0.85),
+    "GROUNDING_TOP_K": envint("OUROBOROS_GROUNDING_TOP_K", 8, minimum=1),
+    # pgvector HNSW search breadth (hnsw.ef_search) for flagging look-ups.
+    "HNSW_EF_SEARCH": envint("OUROBOROS_HNSW_EF_SEARCH", 100, minimum=1),
+    "REFLAG_CHUNK_SIZE": envint("OUROBOROS_REFLAG_CHUNK_SIZE", 50, minimum=1),
     "HEALTH_WORKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_WORKER_TIMEOUT", 1.0),
 }
 

@@ -51,6 +51,7 @@ class QueueFilter:
     min_risk: float | None = None
     max_risk: float | None = None
     order: str = Order.RISK
+    cluster: int | None = None  # a near-duplicate cluster's id
 
 
 def _open_generation_id(lineage: Lineage) -> int | None:
@@ -85,6 +86,8 @@ def overlap_samples(*, lineage: Lineage, reviewer, filters: QueueFilter) -> Quer
 
 
 def _filtered(samples: QuerySet[Sample], filters: QueueFilter) -> QuerySet[Sample]:
+    if filters.cluster is not None:
+        samples = samples.filter(cluster_id=filters.cluster)
     if filters.generation is not None:
         samples = samples.filter(generation__number=filters.generation)
     if filters.flag == "none":

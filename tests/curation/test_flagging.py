@@ -1,8 +1,10 @@
 """Flags from the real all-MiniLM-L6-v2 model and real pgvector searches."""
 import pytest
 
-from curation.models import Flag, Sample
-from curation.services.flagging import sample_flag
+from curation import detectors
+from curation.models import DuplicateCluster, Flag, PassageChunk, Sample
+from curation.services.flagging import DETECTOR_VERSION, passages_embed_missing, sample_flag, samples_flag
+from generation.models import GenerationJob
 from tests.factories import demo_passages, make_sample
 
 pytestmark = pytest.mark.django_db
@@ -18,40 +20,137 @@ def grounded_answer(passage) -> str:
     return ". ".join(passage.text.split(". ")[:2]).strip() + "."
 
 
+def make_job(lineage) -> GenerationJob:
+    return GenerationJob.objects.create(lineage=lineage, generation=lineage.generations.get(status="open"),
+                                        requested=4)
+
+
+def test_passages_are_embedded_and_cut_into_sentence_windows_once(lineage):
+    assert passages_embed_missing(lineage_id=lineage.pk) == lineage.passages.count()
+    chunks = PassageChunk.objects.filter(lineage=lineage)
+    first = lineage.passages.first()
+    own = list(chunks.filter(passage=first).order_by("position").values_list("text", flat=True))
+    assert own == detectors.chunk_passage(first.text) and len(own) > 10
+    count = chunks.count()
+    assert passages_embed_missing(lineage_id=lineage.pk) == 0 and chunks.count() == count
+
+
 def test_an_answer_taken_from_the_passage_is_not_flagged(lineage, photosynthesis):
     sample = make_sample(lineage, question="What is photosynthesis?", answer=grounded_answer(photosynthesis),
                          passage=photosynthesis, flagged=False)
     assert sample_flag(sample_id=sample.pk) == []
     sample.refresh_from_db()
     assert sample.flagged_at is not None and sample.embedding is not None
-    assert sample.novelty == pytest.approx(1.0), "nothing came before it"
+    assert sample.hallucination_score < lineage.hallucination_threshold
+    assert sample.detector_version == DETECTOR_VERSION
+    # No earlier sample, so the nearest thing before it is the real passage it was taken from.
+    assert sample.neighbours["lineage"] is None and sample.neighbours["batch"] is None
+    assert sample.neighbours["real"]["id"] == photosynthesis.pk
+    assert sample.novelty == pytest.approx(1 - sample.neighbours["real"]["similarity"], abs=1e-3)
+    assert 0 < sample.novelty < 1
 
 
 def test_an_unsupported_sentence_is_flagged_with_its_best_passage(lineage, photosynthesis):
     answer = grounded_answer(photosynthesis) + " The Eiffel Tower was painted bright orange by Napoleon in 1999."
     sample = make_sample(lineage, question="What is photosynthesis?", answer=answer, flagged=False)
     [flag] = sample_flag(sample_id=sample.pk)
-    assert flag.kind == Flag.Kind.HALLUCINATION
+    assert flag.kind == Flag.Kind.HALLUCINATION and flag.detector_version == detectors.HALLUCINATION_VERSION
     unsupported = flag.evidence["unsupported"]
     assert [item["sentence"] for item in unsupported] == [
         "The Eiffel Tower was painted bright orange by Napoleon in 1999."
     ]
-    assert unsupported[0]["support"] < lineage.grounding_threshold
+    assert unsupported[0]["risk"] >= lineage.hallucination_threshold
     assert unsupported[0]["passage_id"] in set(lineage.passages.values_list("id", flat=True))
-    assert flag.score == pytest.approx(1 - unsupported[0]["support"], abs=1e-3)
+    assert unsupported[0]["passage_text"]
+    assert flag.score == pytest.approx(unsupported[0]["risk"], abs=1e-3)
+    assert [s["unsupported"] for s in flag.evidence["sentences"]] == [False, False, True]
 
 
-def test_a_paraphrase_of_an_earlier_sample_is_flagged_as_a_near_duplicate(lineage, photosynthesis):
+def test_a_changed_number_is_caught_although_the_embedding_barely_moves(lineage, photosynthesis):
+    right = make_sample(lineage, answer="The overall reaction combines six molecules of carbon dioxide and six "
+                                        "molecules of water.", passage=photosynthesis, flagged=False)
+    wrong = make_sample(lineage, answer="The overall reaction combines 14 molecules of carbon dioxide and 14 "
+                                        "molecules of water.", passage=photosynthesis, flagged=False)
+    sample_flag(sample_id=right.pk)
+    sample_flag(sample_id=wrong.pk)
+    right.refresh_from_db(), wrong.refresh_from_db()
+    assert wrong.hallucination_score > right.hallucination_score + 0.1
+
+
+def test_grounding_searches_the_whole_corpus_not_only_the_question_passage(lineage, photosynthesis):
+    respiration = next(p for p in lineage.passages.all() if p.title == "Cellular Respiration")
+    sample = make_sample(lineage, passage=photosynthesis, flagged=False,
+                         answer="In glycolysis one glucose molecule is split into two molecules of pyruvate.")
+    assert sample_flag(sample_id=sample.pk) == []
+    sample.refresh_from_db()
+    assert sample.hallucination_score < lineage.hallucination_threshold
+    assert respiration.pk != photosynthesis.pk
+
+
+def test_alternative_answers_that_disagree_lower_a_sentences_support(lineage):
+    passage = next(p for p in lineage.passages.all() if p.title == "Cellular Respiration")
+    answer = "Fermentation yields far less ATP than aerobic respiration."
+    agree = make_sample(lineage, passage=passage, answer=answer, flagged=False,
+                        alt_answers=["Fermentation gives much less ATP than aerobic respiration does."] * 2)
+    disagree = make_sample(lineage, passage=passage, answer=answer, flagged=False,
+                           alt_answers=["Volcanoes form where tectonic plates meet.",
+                                        "The French Revolution began in 1789."])
+    sample_flag(sample_id=agree.pk)
+    sample_flag(sample_id=disagree.pk)
+    agree.refresh_from_db(), disagree.refresh_from_db()
+    assert disagree.hallucination_score > agree.hallucination_score
+
+
+def test_a_paraphrase_of_an_earlier_sample_is_a_near_duplicate_in_one_cluster(lineage, photosynthesis):
     answer = grounded_answer(photosynthesis)
     first = make_sample(lineage, question="What is photosynthesis?", answer=answer, flagged=False)
     sample_flag(sample_id=first.pk)
     second = make_sample(lineage, question="What is photosynthesis?", answer=answer, flagged=False)
+    third = make_sample(lineage, question="What is photosynthesis about?", answer=answer, flagged=False)
     flags = {f.kind: f for f in sample_flag(sample_id=second.pk)}
+    sample_flag(sample_id=third.pk)
     duplicate = flags[Flag.Kind.NEAR_DUPLICATE]
-    assert duplicate.evidence["duplicate_id"] == first.pk
+    assert duplicate.evidence["duplicate_id"] == first.pk and duplicate.evidence["scope"] == "lineage"
     assert duplicate.score == pytest.approx(1.0, abs=1e-3)
+    assert duplicate.evidence["jaccard"] == pytest.approx(1.0) and duplicate.detector_version == detectors.DUPLICATE_VERSION
     second.refresh_from_db()
     assert second.novelty == pytest.approx(0.0, abs=1e-3)
+    cluster = DuplicateCluster.objects.get(lineage=lineage)
+    assert cluster.representative_id == first.pk
+    assert set(Sample.objects.filter(cluster=cluster).values_list("id", flat=True)) == {first.pk, second.pk, third.pk}
+
+
+def test_samples_of_any_generation_and_status_count_as_before(lineage, photosynthesis):
+    answer = grounded_answer(photosynthesis)
+    old = make_sample(lineage, answer=answer, flagged=False, status=Sample.Status.REJECTED)
+    sample_flag(sample_id=old.pk)
+    lineage.generations.filter(status="open").update(status="closed")
+    lineage.generations.create(number=2)
+    new = make_sample(lineage, answer=answer, flagged=False)
+    assert new.generation.number == 2
+    [flag] = [f for f in sample_flag(sample_id=new.pk) if f.kind == Flag.Kind.NEAR_DUPLICATE]
+    assert flag.evidence["duplicate_id"] == old.pk and flag.evidence["duplicate_status"] == "rejected"
+
+
+def test_a_copy_within_the_same_batch_is_reported_as_such(lineage, photosynthesis):
+    job = make_job(lineage)
+    answer = "Chlorophyll in the chloroplasts absorbs the light that drives photosynthesis."
+    first = make_sample(lineage, answer=answer, flagged=False, job=job, item_index=0)
+    second = make_sample(lineage, question=first.question, answer=answer, flagged=False, job=job, item_index=1)
+    samples_flag(sample_ids=[second.pk, first.pk])  # flagged in id order whatever the order asked
+    second.refresh_from_db()
+    assert second.neighbours["batch"]["id"] == first.pk
+    assert Flag.objects.get(sample=second, kind=Flag.Kind.NEAR_DUPLICATE).evidence["scope"] == "batch"
+
+
+def test_copying_the_real_passage_is_a_near_duplicate_of_real_data(lineage, photosynthesis):
+    sample = make_sample(lineage, question="", answer=photosynthesis.text, passage=photosynthesis, flagged=False)
+    Sample.objects.filter(pk=sample.pk).update(question="Photosynthesis")
+    flags = {f.kind: f for f in sample_flag(sample_id=sample.pk)}
+    evidence = flags[Flag.Kind.NEAR_DUPLICATE].evidence
+    assert evidence["scope"] == "real" and evidence["passage_id"] == photosynthesis.pk
+    sample.refresh_from_db()
+    assert sample.cluster_id is None, "a copy of real data forms no cluster of samples"
 
 
 def test_flagging_twice_gives_the_same_flags_once(lineage, photosynthesis):

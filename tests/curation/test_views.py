@@ -192,3 +192,22 @@ def test_generated_text_is_escaped_in_the_admin(client, lineage, db):
     for url in (reverse("admin:curation_sample_change", args=[sample.pk]), reverse("admin:curation_sample_changelist")):
         html = client.get(url).content.decode()
         assert "<script>alert" not in html and "<img src=x" not in html and 'href="javascript:' not in html
+
+
+def test_a_curator_rejects_a_whole_duplicate_cluster(curator_client, lineage):
+    from curation.models import DuplicateCluster
+
+    first = make_sample(lineage)
+    cluster = DuplicateCluster.objects.create(lineage=lineage, representative=first)
+    members = [first, make_sample(lineage), make_sample(lineage)]
+    Sample.objects.filter(pk__in=[m.pk for m in members]).update(cluster=cluster)
+    outsider = make_sample(lineage)
+    q = f"lineage={lineage.slug}&cluster={cluster.pk}"
+    page = curator_client.get(reverse("review-bulk") + "?" + q)
+    assert page.context["count"] == 3
+    curator_client.post(reverse("review-bulk"), {"q": q, "decision": "reject", "reason": "duplicate",
+                                                 "expected_count": "3"})
+    assert set(Sample.objects.filter(status=Sample.Status.REJECTED).values_list("pk", flat=True)) == {
+        m.pk for m in members}
+    outsider.refresh_from_db()
+    assert outsider.status == Sample.Status.PENDING

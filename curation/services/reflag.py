@@ -1,0 +1,87 @@
+"""Re-flagging a lineage as a job: after a detector change or a new threshold, every sample again.
+
+A run walks the lineage's samples in id order, `chunk_size` at a time; each
+Celery task does one chunk, moves the cursor with a conditional update and
+queues the next (STYLE.md §6). A chunk that runs twice re-flags the same
+samples to the same result, and the conditional update counts it once.
+"""
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import F
+from django.conf import settings
+from django.utils import timezone
+
+from curation.models import DuplicateCluster, FlagRun, Lineage, Sample
+from curation.services import flagging
+
+
+class ReflagError(Exception):
+    pass
+
+
+def _enqueue(run_id: int) -> None:
+    from curation.tasks import reflag_chunk
+
+    transaction.on_commit(lambda: reflag_chunk.delay(run_id))
+
+
+def flag_run_create(*, lineage: Lineage, created_by=None, chunk_size: int | None = None) -> FlagRun:
+    """Start re-flagging every sample of the lineage; refused while another run of it is active."""
+    with transaction.atomic():
+        Lineage.objects.select_for_update().get(pk=lineage.pk)  # one active run per lineage
+        if FlagRun.objects.filter(lineage=lineage, status__in=[FlagRun.Status.QUEUED, FlagRun.Status.RUNNING]).exists():
+            raise ReflagError(f"lineage {lineage.slug!r} is already being re-flagged")
+        run = FlagRun.objects.create(
+            lineage=lineage,
+            total=Sample.objects.filter(lineage=lineage).count(),
+            chunk_size=chunk_size or settings.OUROBOROS["REFLAG_CHUNK_SIZE"],
+            detector_versions={"detectors": flagging.DETECTOR_VERSION},
+            created_by=created_by,
+        )
+        _enqueue(run.pk)
+    return run
+
+
+def flag_run_chunk(*, run_id: int) -> bool:
+    """Re-flag the next chunk of the run; returns True when more chunks remain (the next one is queued)."""
+    run = FlagRun.objects.select_related("lineage").get(pk=run_id)
+    if run.status in (FlagRun.Status.DONE, FlagRun.Status.FAILED):
+        return False
+    ids = list(
+        Sample.objects.filter(lineage=run.lineage, id__gt=run.cursor).order_by("id").values_list("id", flat=True)[
+            : run.chunk_size
+        ]
+    )
+    if not ids:
+        with transaction.atomic():
+            finished = FlagRun.objects.filter(pk=run.pk, cursor=run.cursor).exclude(status=FlagRun.Status.DONE).update(
+                status=FlagRun.Status.DONE, finished_at=timezone.now(), total=F("done")
+            )
+            if finished:
+                clusters_prune(lineage=run.lineage)
+        return False
+    FlagRun.objects.filter(pk=run.pk, status=FlagRun.Status.QUEUED).update(status=FlagRun.Status.RUNNING)
+    flagging.samples_flag(sample_ids=ids)
+    with transaction.atomic():
+        moved = FlagRun.objects.filter(pk=run.pk, cursor=run.cursor).update(
+            cursor=ids[-1], done=F("done") + len(ids)
+        )
+        if moved:
+            _enqueue(run.pk)
+    return bool(moved)
+
+
+def flag_run_fail(*, run_id: int, reason: str) -> None:
+    FlagRun.objects.filter(pk=run_id).exclude(status=FlagRun.Status.DONE).update(
+        status=FlagRun.Status.FAILED, last_error=reason[:2000], finished_at=timezone.now()
+    )
+
+
+def clusters_prune(*, lineage: Lineage) -> int:
+    """Delete clusters left with fewer than two members after re-flagging; returns how many."""
+    lonely = [c.pk for c in DuplicateCluster.objects.filter(lineage=lineage).prefetch_related("members")
+              if c.members.count() < 2]
+    Sample.objects.filter(cluster_id__in=lonely).update(cluster=None)
+    DuplicateCluster.objects.filter(pk__in=lonely).delete()
+    return len(lonely)

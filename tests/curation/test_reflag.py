@@ -1,0 +1,75 @@
+"""Re-flagging a lineage as a chunked job, and the clusters a reviewer sees."""
+import pytest
+from django.urls import reverse
+
+from curation import selectors
+from curation.models import Flag, FlagRun, Lineage, Sample
+from curation.services.flagging import DETECTOR_VERSION, sample_flag
+from curation.services.reflag import ReflagError, flag_run_chunk, flag_run_create
+from tests.factories import make_sample
+
+pytestmark = pytest.mark.django_db
+
+ANSWER = "Chlorophyll in the chloroplasts absorbs the light that drives photosynthesis."
+
+
+def test_a_run_reflags_every_sample_in_chunks_with_progress(lineage, django_capture_on_commit_callbacks):
+    others = iter(["Mitosis makes two identical nuclei.", "Antibodies are made by plasma cells.",
+                   "Whales descend from land mammals."])
+    samples = [make_sample(lineage, answer=ANSWER if i % 2 else next(others), flagged=False) for i in range(5)]
+    with django_capture_on_commit_callbacks() as queued:
+        run = flag_run_create(lineage=lineage, chunk_size=2)
+    assert len(queued) >= 1 and run.total == 5 and run.status == FlagRun.Status.QUEUED
+    with pytest.raises(ReflagError, match="already being re-flagged"):
+        flag_run_create(lineage=lineage)
+    progress = []
+    while flag_run_chunk(run_id=run.pk):
+        run.refresh_from_db()
+        progress.append(run.done)
+    run.refresh_from_db()
+    assert progress == [2, 4, 5] and run.status == FlagRun.Status.DONE and run.progress_percent == 100
+    assert all(s.detector_version == DETECTOR_VERSION for s in Sample.objects.filter(lineage=lineage))
+    # The two copies of ANSWER are one cluster; the first is its representative.
+    [cluster] = selectors.duplicate_clusters(lineage=lineage)
+    assert cluster.size == 2 and cluster.representative_id == samples[1].pk
+    assert [m.pk for m in selectors.duplicate_cluster_members(cluster=cluster)] == [samples[1].pk, samples[3].pk]
+
+
+def test_a_chunk_run_twice_counts_once(lineage):
+    for _ in range(3):
+        make_sample(lineage, flagged=False)
+    run = flag_run_create(lineage=lineage, chunk_size=2)
+    stale = FlagRun.objects.get(pk=run.pk)
+    flag_run_chunk(run_id=run.pk)
+    # A second delivery of the same chunk: it re-flags harmlessly but cannot move the cursor again.
+    FlagRun.objects.filter(pk=run.pk).update(cursor=stale.cursor, done=stale.done)
+    assert flag_run_chunk(run_id=run.pk) is True
+    FlagRun.objects.filter(pk=run.pk).update(cursor=0)  # simulate the first copy finishing late
+    run.refresh_from_db()
+    assert run.done == 2
+
+
+def test_a_new_threshold_takes_effect_after_reflagging(lineage):
+    sample = make_sample(lineage, answer=ANSWER + " The Moon is made of green cheese.", flagged=False)
+    assert Flag.Kind.HALLUCINATION in {f.kind for f in sample_flag(sample_id=sample.pk)}
+    Lineage.objects.filter(pk=lineage.pk).update(hallucination_threshold=0.99)
+    run = flag_run_create(lineage=lineage)
+    while flag_run_chunk(run_id=run.pk):
+        pass
+    assert not Flag.objects.filter(sample=sample, kind=Flag.Kind.HALLUCINATION).exists()
+
+
+def test_the_card_shows_the_cluster_and_the_highlighted_sentence(reviewer_client, lineage):
+    first = make_sample(lineage, answer=ANSWER, flagged=False)
+    second = make_sample(lineage, question=first.question, answer=ANSWER + " The Moon is made of green cheese.",
+                         flagged=False)
+    Lineage.objects.filter(pk=lineage.pk).update(duplicate_threshold=0.8)
+    sample_flag(sample_id=first.pk)
+    sample_flag(sample_id=second.pk)
+    Sample.objects.filter(pk=first.pk).update(status=Sample.Status.ACCEPTED)
+    html = reviewer_client.get(reverse("review"), {"lineage": lineage.slug}).content.decode()
+    assert f'id="sample-{second.pk}"' in html
+    assert f"Near-duplicate of sample {first.pk}" in html
+    second.refresh_from_db()
+    assert f'id="cluster-{second.cluster_id}"' in html and "2 samples" in html and "1 accepted" in html
+    assert '<details class="sentence unsupported"' in html and "The Moon is made of green cheese." in html
