@@ -153,6 +153,9 @@ OUROBOROS = {
     "DUPLICATE_THRESHOLD": envfloat("OUROBOROS_DUPLICATE_THRESHOLD", 0.90),
     "GROUNDING_THRESHOLD": envfloat("OUROBOROS_GROUNDING_THRESHOLD", 0.35),
     "HEALTH_WORKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_WORKER_TIMEOUT", 1.0),
+    # Training-set exports: a claimed export whose worker has not reported progress
+    # within this many seconds is considered dead and queued again.
+    "EXPORT_LEASE_SECONDS": envint("OUROBOROS_EXPORT_LEASE_SECONDS", 600, minimum=5),
 }
 
 LOGGING = {

@@ -140,3 +140,98 @@ def test_rates_and_reasons():
     assert metrics.count_reasons(["duplicate", "", "off-topic", "duplicate", "  "]) == {
         "duplicate": 2, "(none given)": 2, "off-topic": 1
     }
+
+
+# The stored metrics of a generation, computed by the service from hand-made rows ---------------
+
+
+@pytest.fixture
+def generation_with_known_metrics(db, reviewer):
+    """Generation 1 of a 4-passage lineage (passages e0..e3) with hand-made samples:
+
+    accepted A1 (e0, near-duplicate flag), A2 (e1); rejected R1 (e2, hallucination
+    flag, "off-topic"), R2 (e0, "duplicate"); pending P1 (no embedding yet).
+    """
+    from curation.services.review import sample_accept, sample_reject
+    from tests.factories import make_flag, make_lineage, make_sample, make_user
+    from tests.support.metrics_data import embed_passages_as_basis, unit_vector
+
+    lineage = make_lineage(passages=4)
+    embed_passages_as_basis(lineage)
+    rows = {
+        "A1": ("Where is chlorophyll?", "In the chloroplast.", 0),
+        "A2": ("What do mitochondria make?", "They make ATP.", 1),
+        "R1": ("Why is the sky green?", "Because of cells.", 2),
+        "R2": ("Where is chlorophyll found?", "In chloroplasts.", 0),
+    }
+    samples = {name: make_sample(lineage, question=q, answer=a, embedding=unit_vector(i))
+               for name, (q, a, i) in rows.items()}
+    samples["P1"] = make_sample(lineage, flagged=False)
+    make_flag(samples["A1"], kind="near_duplicate")
+    make_flag(samples["R1"], kind="hallucination")
+    for name in ("A1", "A2"):
+        sample_accept(sample=samples[name], reviewer=reviewer)
+    sample_reject(sample=samples["R1"], reviewer=reviewer, reason="off-topic")
+    sample_reject(sample=samples["R2"], reviewer=reviewer, reason="duplicate")
+    # A second reviewer decided three of them too (as an undo-and-redecide by someone else would).
+    second = make_user("sam", "reviewer")
+    from curation.models import Review
+
+    for name, decision, reason in (("A1", "accept", ""), ("R1", "accept", ""), ("R2", "reject", "duplicate")):
+        Review.objects.create(sample=samples[name], reviewer=second, decision=decision, reason=reason)
+    return lineage.generations.get(number=1), samples
+
+
+def test_the_service_stores_known_metrics_for_hand_made_samples(generation_with_known_metrics):
+    from curation.services.metrics import generation_metrics_compute
+
+    generation, _ = generation_with_known_metrics
+    m = generation_metrics_compute(generation=generation)
+    assert (m.generated, m.accepted, m.rejected, m.pending) == (5, 2, 2, 1)
+    assert m.accept_rate == pytest.approx(0.5)
+    # Four of the five samples went through the detectors (P1 did not).
+    assert m.flag_rates == {"near_duplicate": pytest.approx(0.25), "hallucination": pytest.approx(0.25)}
+    assert m.duplicate_rate == pytest.approx(0.25) and m.hallucination_rate == pytest.approx(0.25)
+    # The latest rejecting decision of each rejected sample gives its reason.
+    assert m.reject_reasons == {"off-topic": 1, "duplicate": 1}
+    assert m.pairwise_distance == pytest.approx(1.0) and m.vendi == pytest.approx(2.0)
+    assert m.coverage == pytest.approx(0.5), "e0 and e1 of the four passages are covered"
+    assert m.centroid_drift == pytest.approx(1 - math.sqrt(0.5))
+    # All embedded generated samples: e0, e1, e2, e0 → pair distances 1,1,0,1,1,1 → 5/6.
+    assert m.selection_bias == pytest.approx(1.0 / (5 / 6))
+    # Words of A1 and A2 (question + answer): 13 tokens, "make" twice → 12 distinct; 11 bigrams, all distinct.
+    assert m.distinct_1 == pytest.approx(12 / 13) and m.distinct_2 == pytest.approx(1.0)
+    # Pairs (first reviewer, second): A1 (accept, accept), R1 (reject, accept), R2 (reject, reject).
+    assert m.agreement["table"] == [[1, 0], [1, 1]]
+    assert m.kappa == pytest.approx(0.4)
+    assert m.params["accepted_embedded"] == 2 and m.params["generated_embedded"] == 4
+
+
+def test_generation_0_is_measured_on_the_real_corpus(generation_with_known_metrics):
+    from curation.models import GenerationMetrics
+    from curation.services.metrics import generation_metrics_compute
+
+    generation, _ = generation_with_known_metrics
+    generation_metrics_compute(generation=generation)
+    real = GenerationMetrics.objects.get(generation__lineage=generation.lineage, generation__number=0)
+    assert real.generated == real.accepted == 4
+    assert real.pairwise_distance == pytest.approx(1.0) and real.vendi == pytest.approx(4.0)
+    assert real.centroid_drift == 0.0 and real.accept_rate is None
+
+
+def test_recomputing_replaces_the_row_and_notices_changes(generation_with_known_metrics, reviewer):
+    from curation.models import GenerationMetrics
+    from curation.services.metrics import generation_fingerprint, generation_metrics_compute, metrics_refresh_stale
+    from curation.services.review import sample_reject
+
+    generation, samples = generation_with_known_metrics
+    first = generation_metrics_compute(generation=generation)
+    assert generation_metrics_compute(generation=generation).fingerprint == first.fingerprint
+    assert GenerationMetrics.objects.filter(generation=generation).count() == 1
+    assert metrics_refresh_stale() == [], "nothing changed, nothing to queue"
+
+    sample_reject(sample=samples["P1"], reviewer=reviewer, reason="unsafe")
+    assert generation_fingerprint(generation=generation) != first.fingerprint
+    assert metrics_refresh_stale() == [generation.pk]
+    again = generation_metrics_compute(generation=generation)
+    assert again.rejected == 3 and again.reject_reasons["unsafe"] == 1
