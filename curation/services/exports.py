@@ -124,8 +124,9 @@ def training_set_order(*, training_set: TrainingSet) -> list[tuple[str, int]]:
     return order
 
 
-def training_set_records(*, training_set: TrainingSet, batch_size: int = BATCH_SIZE) -> Iterator[list[Record]]:
+def training_set_records(*, training_set: TrainingSet, batch_size: int | None = None) -> Iterator[list[Record]]:
     """The set's records in order, a batch at a time (two queries per batch, whatever its size)."""
+    batch_size = batch_size or BATCH_SIZE
     order = training_set_order(training_set=training_set)
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
