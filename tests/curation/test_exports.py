@@ -214,3 +214,21 @@ def test_the_api_reports_progress_and_serves_the_files(client, curator, reviewer
     lines = b"".join(download.streaming_content).decode().splitlines()
     assert len(lines) == 5 and chat["sha256"] == exports._sha256_of(path_of(training_set, "chat"))
     assert client.get(reverse("api-training-set-download", args=[training_set.pk, "nope"])).status_code == 404
+
+
+def test_the_commands_verify_a_set_and_recompute_metrics(built):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    training_set = run_all(built[0])
+    out = StringIO()
+    call_command("verify_training_set", str(training_set.pk), "--rebuild", stdout=out)
+    assert "rebuilds byte-identical" in out.getvalue()
+    with pytest.raises(CommandError, match="no training set 999999"):
+        call_command("verify_training_set", "999999")
+    out = StringIO()
+    call_command("compute_metrics", training_set.lineage.slug, "--generation", "1", stdout=out)
+    assert out.getvalue().startswith("generation 1: 4 samples")
+    with pytest.raises(CommandError, match="has no generation 9"):
+        call_command("compute_metrics", training_set.lineage.slug, "--generation", "9")
