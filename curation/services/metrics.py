@@ -85,6 +85,7 @@ def _agreement(generation: Generation) -> list[list[int]]:
 
 
 def _real_corpus_values(generation: Generation, policy) -> dict:
+    """Generation 0's metrics: the source passages themselves (the baseline of the gates)."""
     passages = SourcePassage.objects.filter(lineage_id=generation.lineage_id)
     vectors = _vectors(passages)
     count = passages.count()
@@ -103,6 +104,15 @@ def _real_corpus_values(generation: Generation, policy) -> dict:
 
 
 def _generation_values(generation: Generation, policy) -> dict:
+    """A generated generation's metrics.
+
+    The counts come from the review log: accept rate = accepted ÷ decided; the
+    reject reason of a sample is that of its latest rejecting decision. Flag
+    rates are the share of flagged samples carrying each kind of flag, whose
+    detectors cite their own sources (curation/similarity.py: SemDeDup for
+    near-duplicates, SelfCheckGPT-style grounding for hallucinations). Every
+    other value is a function of curation/metrics.py, which cites its paper.
+    """
     samples = Sample.objects.filter(generation=generation)
     accepted = samples.filter(status=Sample.Status.ACCEPTED)
     counts = dict(samples.values("status").annotate(n=Count("id")).order_by().values_list("status", "n"))

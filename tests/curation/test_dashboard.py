@@ -5,7 +5,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from curation.models import GatePause, GenerationMetrics, Review
+from curation.models import GatePause, GenerationMetrics, Sample
 from curation.services.review import sample_accept, sample_reject
 from generation.models import GenerationJob, LineageSchedule
 from generation.services import schedule_pause
@@ -146,6 +146,8 @@ def test_generated_text_is_inert_on_the_dashboard(curator_client, reviewer):
                                                                    reject_reasons={XSS: 2})
     GatePause.objects.create(lineage=lineage, generation=generation, reasons=[XSS])
     GenerationJob.objects.filter(lineage=lineage).update(last_error=XSS)
+    sample = make_sample(lineage, question=XSS, answer=XSS)
+    Sample.objects.filter(pk=sample.pk).update(generation=generation, status="accepted")
     for url in [reverse("dashboard"), reverse("dashboard-live"), reverse("generation-detail", args=[generation.pk])]:
         html = curator_client.get(url).content.decode()
         assert "<script>alert" not in html and "<img src=x" not in html, url
