@@ -1,13 +1,32 @@
 from django.contrib import admin, messages
 
-from curation.models import Flag, Generation, Lineage, Review, Sample, SourcePassage, TrainingSet
+from curation.models import (
+    Flag,
+    GatePause,
+    Generation,
+    GenerationMetrics,
+    Lineage,
+    LineagePolicy,
+    Review,
+    Sample,
+    SourcePassage,
+    TrainingSet,
+    TrainingSetExport,
+)
 from generation.services import JobError, job_create
+
+
+class LineagePolicyInline(admin.StackedInline):
+    model = LineagePolicy
+    can_delete = False
+    verbose_name_plural = "policy and gates"
 
 
 @admin.register(Lineage)
 class LineageAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "hallucination_threshold")
     prepopulated_fields = {"slug": ("name",)}
+    inlines = [LineagePolicyInline]
     actions = ["start_job"]
 
     @admin.action(description="Start a generation job (5 samples) for the selected lineages")
@@ -75,10 +94,48 @@ class ReviewAdmin(admin.ModelAdmin):
         return False
 
 
+class TrainingSetExportInline(admin.TabularInline):
+    model = TrainingSetExport
+    extra = 0
+    can_delete = False
+    readonly_fields = ("format", "status", "path", "rows_written", "rows_total", "sha256", "size_bytes", "error")
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(TrainingSet)
 class TrainingSetAdmin(admin.ModelAdmin):
-    list_display = ("generation", "sample_count", "sha256", "built_by", "created_at")
-    readonly_fields = [f.name for f in TrainingSet._meta.fields] + ["samples"]
+    list_display = ("generation", "status", "sample_count", "real_count", "sha256", "built_by", "created_at")
+    readonly_fields = [f.name for f in TrainingSet._meta.fields] + ["samples", "passages"]
+    inlines = [TrainingSetExportInline]
 
     def has_add_permission(self, request):
         return False  # built by the curator action, never by hand
+
+    def has_change_permission(self, request, obj=None):
+        return False  # published sets are immutable (the database refuses too)
+
+
+@admin.register(GenerationMetrics)
+class GenerationMetricsAdmin(admin.ModelAdmin):
+    list_display = ("generation", "accepted", "accept_rate", "pairwise_distance", "vendi", "coverage", "at_risk",
+                    "computed_at")
+    list_filter = ("generation__lineage", "at_risk")
+
+    def has_add_permission(self, request):
+        return False  # computed by tasks
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(GatePause)
+class GatePauseAdmin(admin.ModelAdmin):
+    list_display = ("generation", "paused_at", "resumed_at", "resumed_by")
+    readonly_fields = ("lineage", "generation", "reasons", "schedule_ids", "paused_at", "resumed_at", "resumed_by",
+                       "note")
+
+    def has_add_permission(self, request):
+        return False  # raised by gates, resumed from the dashboard

@@ -357,20 +357,221 @@ class Review(models.Model):
 
 
 class TrainingSet(models.Model):
-    """A frozen, checksummed snapshot of a generation's accepted samples, with its export."""
+    """A frozen, checksummed snapshot of a generation's accepted samples plus real data.
+
+    Building records its composition (the samples and passages below) and queues
+    the exports; once every export is written the set is published with its
+    manifest. A published set is immutable: database triggers (migration 0004)
+    refuse any change to it or to its membership.
+    """
+
+    class Status(models.TextChoices):
+        EXPORTING = "exporting", "Exporting"
+        PUBLISHED = "published", "Published"
 
     lineage = models.ForeignKey(Lineage, on_delete=models.PROTECT, related_name="training_sets")
     generation = models.OneToOneField(Generation, on_delete=models.PROTECT, related_name="training_set")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.EXPORTING)
+    seed = models.BigIntegerField(default=0, help_text="Seeds the real-data draw and the record order.")
+    policy = models.JSONField(default=dict, blank=True, help_text="The lineage's policy when the set was built.")
     samples = models.ManyToManyField(Sample, related_name="training_sets", blank=True)
-    sample_count = models.PositiveIntegerField()
-    export_path = models.CharField(max_length=500, help_text="Relative to EXPORT_ROOT.")
-    sha256 = models.CharField(max_length=64)
+    passages = models.ManyToManyField(SourcePassage, related_name="training_sets", blank=True)
+    sample_count = models.PositiveIntegerField(help_text="Synthetic records: accepted samples.")
+    real_count = models.PositiveIntegerField(default=0, help_text="Real records: source passages.")
+    export_path = models.CharField(max_length=500, help_text="The set's folder, relative to EXPORT_ROOT.")
+    sha256 = models.CharField(max_length=64, blank=True, help_text="sha256 of manifest.json, once published.")
     manifest = models.JSONField(default=dict)
     built_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"Training set of {self.generation} ({self.sample_count} samples)"
+        return f"Training set of {self.generation} ({self.sample_count} samples + {self.real_count} real)"
+
+    @property
+    def record_count(self) -> int:
+        return self.sample_count + self.real_count
+
+
+# ---------------------------------------------------------------------------
+# The next generation: policy, published sets and their exports, metrics, gates.
+# Kept as separate models (rather than more columns on Lineage) so that the
+# policy and the watch over a lineage can change without touching its
+# generator settings.
+
+
+class LineagePolicy(models.Model):
+    """How a lineage builds its next generation, and the gates that watch it for collapse.
+
+    Defaults follow the literature the README cites: accumulate (Gerstgrasser
+    et al. 2024) and a positive fraction of fresh real data each round
+    (Alemohammad et al. 2023).
+    """
+
+    class Mode(models.TextChoices):
+        ACCUMULATE = "accumulate", "Accumulate: every earlier accepted sample, plus this generation's"
+        REPLACE = "replace", "Replace: only this generation's accepted samples"
+
+    lineage = models.OneToOneField(Lineage, on_delete=models.CASCADE, related_name="policy")
+    mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.ACCUMULATE)
+    min_real_fraction = models.FloatField(
+        default=0.2, help_text="The least share of a training set that must be real passages (0 to below 1)."
+    )
+    # Metric parameters.
+    metrics_seed = models.BigIntegerField(default=0, help_text="Seed for the sampled metrics.")
+    metrics_sample_size = models.PositiveIntegerField(
+        default=1000, help_text="Above this many samples, pairwise distance and Vendi use a seeded sample."
+    )
+    coverage_radius = models.FloatField(
+        default=0.5, help_text="A real passage is covered when an accepted sample is within this cosine distance."
+    )
+    # Gates: a blank threshold is off.
+    gate_min_samples = models.PositiveIntegerField(
+        default=10, help_text="Gates judge a generation only once it has this many samples (accepted, or generated)."
+    )
+    gate_min_diversity_ratio = models.FloatField(
+        null=True, blank=True, default=0.8,
+        help_text="At risk when accepted samples' mean pairwise cosine distance falls below this share of generation 0's.",
+    )
+    gate_max_duplicate_rate = models.FloatField(
+        null=True, blank=True, default=0.5, help_text="At risk when more of the generated samples than this are near-duplicates."
+    )
+    gate_min_coverage = models.FloatField(
+        null=True, blank=True, help_text="At risk when fewer real passages than this share are covered."
+    )
+    gate_max_hallucination_rate = models.FloatField(
+        null=True, blank=True, help_text="At risk when more of the generated samples than this are flagged as hallucinations."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "lineage policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(min_real_fraction__gte=0) & Q(min_real_fraction__lt=1), name="policy_real_fraction_range"
+            ),
+            models.CheckConstraint(condition=Q(coverage_radius__gte=0) & Q(coverage_radius__lte=2),
+                                   name="policy_coverage_radius_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lineage}: {self.mode}, at least {self.min_real_fraction:.0%} real"
+
+    def snapshot(self) -> dict:
+        """The policy in force, as recorded in a training set's manifest."""
+        return {"mode": self.mode, "min_real_fraction": self.min_real_fraction}
+
+
+class TrainingSetExport(models.Model):
+    """One file of a training set in one format, written by a Celery task with progress."""
+
+    class Format(models.TextChoices):
+        CHAT = "chat", "Chat messages JSONL"
+        ALPACA = "alpaca", "Alpaca JSONL"
+        PARQUET = "parquet", "Parquet"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    training_set = models.ForeignKey("TrainingSet", on_delete=models.CASCADE, related_name="exports")
+    format = models.CharField(max_length=10, choices=Format.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    path = models.CharField(max_length=500, help_text="Relative to EXPORT_ROOT.")
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_written = models.PositiveIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["training_set", "format"]
+        constraints = [
+            models.UniqueConstraint(fields=["training_set", "format"], name="export_one_per_format"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_format_display()} of {self.training_set} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.DONE or not self.rows_total:
+            return 100 if self.status == self.Status.DONE else 0
+        return min(100, round(100 * self.rows_written / self.rows_total))
+
+
+class GenerationMetrics(models.Model):
+    """A generation's quality and diversity metrics, precomputed by a task (never in a request).
+
+    The math is in curation/metrics.py; the README says where each metric comes from.
+    """
+
+    generation = models.OneToOneField(Generation, on_delete=models.CASCADE, related_name="metrics")
+    fingerprint = models.CharField(max_length=64, help_text="What the metrics were computed from; stale when it changes.")
+    computed_at = models.DateTimeField()
+    generated = models.PositiveIntegerField(default=0, help_text="Samples generated (generation 0: real passages).")
+    accepted = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0)
+    accept_rate = models.FloatField(null=True, blank=True)
+    flag_rates = models.JSONField(default=dict, blank=True)
+    duplicate_rate = models.FloatField(null=True, blank=True)
+    hallucination_rate = models.FloatField(null=True, blank=True)
+    reject_reasons = models.JSONField(default=dict, blank=True)
+    distinct_1 = models.FloatField(null=True, blank=True)
+    distinct_2 = models.FloatField(null=True, blank=True)
+    pairwise_distance = models.FloatField(null=True, blank=True)
+    vendi = models.FloatField(null=True, blank=True)
+    coverage = models.FloatField(null=True, blank=True)
+    centroid_drift = models.FloatField(null=True, blank=True)
+    selection_bias = models.FloatField(null=True, blank=True)
+    agreement = models.JSONField(
+        default=dict, blank=True, help_text="Decision pairs of two reviewers on one sample: a 2×2 table."
+    )
+    kappa = models.FloatField(null=True, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    at_risk = models.BooleanField(default=False)
+    risk_reasons = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["generation"]
+        verbose_name_plural = "generation metrics"
+
+    def __str__(self) -> str:
+        return f"Metrics of {self.generation}"
+
+
+class GatePause(models.Model):
+    """The record of a gate pausing a lineage's schedules, and of the curator who resumed them."""
+
+    lineage = models.ForeignKey(Lineage, on_delete=models.CASCADE, related_name="gate_pauses")
+    generation = models.OneToOneField(Generation, on_delete=models.CASCADE, related_name="gate_pause")
+    reasons = models.JSONField(default=list)
+    schedule_ids = models.JSONField(default=list, help_text="The schedules this gate paused.")
+    paused_at = models.DateTimeField(auto_now_add=True)
+    resumed_at = models.DateTimeField(null=True, blank=True)
+    resumed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-paused_at"]
+
+    def __str__(self) -> str:
+        state = f"resumed {self.resumed_at:%Y-%m-%d %H:%M}" if self.resumed_at else "paused"
+        return f"Gate on {self.generation}: {state}"

@@ -81,7 +81,7 @@ def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:
 
     Labels are accept/reject (an edit counts as accept); undone decisions are left out.
     """
-    from curation.agreement import cohens_kappa
+    from curation import metrics
 
     standing = Review.objects.filter(undone_by__isnull=True).exclude(decision=Review.Decision.UNDO)
     seconds = standing.filter(overlap=True).select_related("reviewer")
@@ -105,7 +105,7 @@ def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:
         by_pair.setdefault((a, b), []).append((la, lb))
     return [
         {"pair": pair, "n": len(pairs), "agreement": sum(x == y for x, y in pairs) / len(pairs),
-         "kappa": cohens_kappa(pairs)}
+         "kappa": metrics.cohens_kappa(metrics.agreement_table(pairs, ["accept", "reject"]))}
         for pair, pairs in sorted(by_pair.items())
     ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from curation.models import FlagRun, Sample
+from curation.models import FlagRun, Generation, Sample, TrainingSetExport
 from curation.services import flagging, reflag
 from curation.services.review import sample_risk_refresh
 
@@ -40,3 +40,49 @@ def reflag_chunk(self, run_id: int) -> bool:
             reflag.flag_run_fail(run_id=run_id, reason=f"{type(exc).__name__}: {exc}")
             raise
         raise self.retry(exc=exc, countdown=10 * (self.request.retries + 1))
+
+
+@shared_task(name="curation.export_training_set", bind=True, acks_late=True, max_retries=3,
+             soft_time_limit=3600, time_limit=3700)
+def export_training_set(self, export_id: int) -> bool:
+    """Write one export file of a training set; retried on error, then recorded as failed."""
+    from celery.exceptions import MaxRetriesExceededError
+
+    from curation.services import exports
+
+    try:
+        return exports.export_run(export_id=export_id)
+    except TrainingSetExport.DoesNotExist:
+        return False
+    except Exception as exc:  # a full disk, a lost database connection: worth another try
+        try:
+            raise self.retry(exc=exc, countdown=min(300, 10 * 2**self.request.retries))
+        except MaxRetriesExceededError:
+            exports.export_fail(export_id=export_id, reason=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+@shared_task(name="curation.requeue_stale_exports", acks_late=True, expires=290)
+def requeue_stale_exports() -> list[int]:
+    from curation.services import exports
+
+    return exports.exports_requeue_stale()
+
+
+@shared_task(name="curation.compute_generation_metrics", acks_late=True, max_retries=2,
+             soft_time_limit=1800, time_limit=1900)
+def compute_generation_metrics(generation_id: int) -> bool:
+    from curation.services import metrics
+
+    generation = Generation.objects.select_related("lineage").filter(pk=generation_id).first()
+    if generation is None:
+        return False  # deleted since it was queued
+    metrics.generation_metrics_compute(generation=generation)
+    return True
+
+
+@shared_task(name="curation.refresh_stale_metrics", acks_late=True, expires=590)
+def refresh_stale_metrics() -> list[int]:
+    from curation.services import metrics
+
+    return metrics.metrics_refresh_stale()

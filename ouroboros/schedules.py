@@ -16,6 +16,18 @@ SCHEDULES = [
         "crontab": {"minute": "*/5"},
         "expire_seconds": 290,
     },
+    {
+        "name": "Recompute the metrics of generations whose samples changed",
+        "task": "curation.refresh_stale_metrics",
+        "crontab": {"minute": "*/10"},
+        "expire_seconds": 590,
+    },
+    {
+        "name": "Re-queue training-set exports whose worker died",
+        "task": "curation.requeue_stale_exports",
+        "crontab": {"minute": "*/5"},
+        "expire_seconds": 290,
+    },
 ]
 
 

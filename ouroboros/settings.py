@@ -164,6 +164,9 @@ OUROBOROS = {
     "HNSW_EF_SEARCH": envint("OUROBOROS_HNSW_EF_SEARCH", 100, minimum=1),
     "REFLAG_CHUNK_SIZE": envint("OUROBOROS_REFLAG_CHUNK_SIZE", 50, minimum=1),
     "HEALTH_WORKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_WORKER_TIMEOUT", 1.0),
+    # Training-set exports: a claimed export whose worker has not reported progress
+    # within this many seconds is considered dead and queued again.
+    "EXPORT_LEASE_SECONDS": envint("OUROBOROS_EXPORT_LEASE_SECONDS", 600, minimum=5),
 }
 
 LOGGING = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from curation import metrics
+from curation import detector_metrics as metrics
 from curation.models import Flag, Lineage
 
 THRESHOLD_FIELDS = {Flag.Kind.HALLUCINATION: "hallucination_threshold", Flag.Kind.NEAR_DUPLICATE: "duplicate_threshold"}

@@ -5,7 +5,7 @@ import hashlib
 
 from django.db import transaction
 
-from curation.models import Generation, Lineage, SourcePassage
+from curation.models import Generation, Lineage, LineagePolicy, SourcePassage
 
 MAX_PASSAGE_CHARS = 20_000
 
@@ -15,9 +15,11 @@ class CorpusError(ValueError):
 
 
 def lineage_create(*, name: str, slug: str, description: str = "") -> Lineage:
-    """A lineage starts with generation 0 (its real corpus, closed) and generation 1 open for generating."""
+    """A lineage starts with generation 0 (its real corpus, closed), generation 1 open for generating,
+    and the default policy (accumulate, at least 20% real data, the default gates)."""
     with transaction.atomic():
         lineage = Lineage.objects.create(name=name, slug=slug, description=description)
+        LineagePolicy.objects.create(lineage=lineage)
         Generation.objects.create(lineage=lineage, number=0, status=Generation.Status.CLOSED)
         Generation.objects.create(lineage=lineage, number=1)
     return lineage

@@ -102,12 +102,18 @@ def test_a_curator_starts_a_job_and_builds_a_training_set_from_the_lineage_page(
     job.status = job.Status.DONE
     job.save()
     sample_accept(sample=make_sample(lineage), reviewer=reviewer)
-    response = curator_client.post(reverse("training-set-create", args=[lineage.slug]), follow=True)
-    assert "Built the training set of generation 1 (1 samples)" in response.content.decode()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = curator_client.post(reverse("training-set-create", args=[lineage.slug]), follow=True)
+    assert "Built the training set of generation 1 (1 samples + 1 real passages)" in response.content.decode()
     training_set = lineage.training_sets.get()
+    # The exports are written by tasks on the `curation` queue; run them here as a worker would.
+    from curation.services.exports import export_run
+
+    for export in training_set.exports.all():
+        export_run(export_id=export.pk)
     download = curator_client.get(reverse("training-set-download", args=[training_set.pk]))
     assert download.status_code == 200
-    assert b"".join(download.streaming_content).count(b"\n") == 1
+    assert b"".join(download.streaming_content).count(b"\n") == 2, "the accepted sample and one real passage"
 
 
 def test_job_progress_polling_stops_once_the_job_has_ended(curator_client, lineage):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from curation import metrics
+from curation import detector_metrics as metrics
 from curation.evaluation import KINDS, DatasetError
 
 
