@@ -91,3 +91,14 @@ def test_the_command_queues_a_run_and_refuses_an_unknown_lineage(lineage, capsys
     assert f"re-flag run {run.pk} queued" in capsys.readouterr().out
     with pytest.raises(CommandError, match="no lineage with slug 'nope'"):
         call_command("reflag_lineage", "nope")
+
+
+def test_the_admin_shows_flagged_samples_and_starts_a_reflag(admin_client, lineage):
+    sample = make_sample(lineage, answer=ANSWER, flagged=False)
+    sample_flag(sample_id=sample.pk)
+    assert admin_client.get(reverse("admin:curation_sample_change", args=[sample.pk])).status_code == 200
+    response = admin_client.post(reverse("admin:curation_lineage_changelist"),
+                                 {"action": "reflag", "_selected_action": [lineage.pk]}, follow=True)
+    assert response.status_code == 200 and "re-flag run" in response.content.decode()
+    assert admin_client.get(reverse("admin:curation_flagrun_changelist")).status_code == 200
+    assert FlagRun.objects.filter(lineage=lineage).count() == 1
