@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
 
 from curation.models import (
+    DuplicateCluster,
     Flag,
+    FlagRun,
     GatePause,
     Generation,
     GenerationMetrics,
@@ -13,6 +15,7 @@ from curation.models import (
     TrainingSet,
     TrainingSetExport,
 )
+from curation.services.reflag import ReflagError, flag_run_create
 from generation.services import JobError, job_create
 
 
@@ -27,7 +30,18 @@ class LineageAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "hallucination_threshold")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [LineagePolicyInline]
-    actions = ["start_job"]
+    actions = ["start_job", "reflag"]
+
+    @admin.action(description="Re-flag every sample of the selected lineages (a chunked job)")
+    def reflag(self, request, queryset):
+        for lineage in queryset:
+            try:
+                run = flag_run_create(lineage=lineage, created_by=request.user)
+            except ReflagError as exc:
+                self.message_user(request, f"{lineage}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{lineage}: re-flag run {run.pk} queued ({run.total} samples).",
+                                  messages.SUCCESS)
 
     @admin.action(description="Start a generation job (5 samples) for the selected lineages")
     def start_job(self, request, queryset):
@@ -67,8 +81,9 @@ class SampleAdmin(admin.ModelAdmin):
     list_display = ("id", "lineage", "generation", "status", "short_question", "novelty", "created_at")
     list_filter = ("lineage", "status", "generation__number")
     search_fields = ("question", "answer")
-    exclude = ("embedding",)
-    readonly_fields = ("job", "item_index", "passage", "dialogue", "provenance", "flagged_at", "decided_at")
+    exclude = ("embedding", "minhash", "minhash_bands")
+    readonly_fields = ("job", "item_index", "passage", "dialogue", "provenance", "flagged_at", "decided_at",
+                       "novelty", "duplicate_score", "hallucination_score", "neighbours", "cluster", "detector_version")
     inlines = [FlagInline]
 
     @admin.display(description="question")
@@ -80,6 +95,20 @@ class SampleAdmin(admin.ModelAdmin):
 class FlagAdmin(admin.ModelAdmin):
     list_display = ("sample", "kind", "score", "detector_version", "created_at")
     list_filter = ("kind",)
+
+
+@admin.register(FlagRun)
+class FlagRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "lineage", "status", "done", "total", "created_at", "finished_at")
+    list_filter = ("status", "lineage")
+    readonly_fields = [f.name for f in FlagRun._meta.fields]
+
+
+@admin.register(DuplicateCluster)
+class DuplicateClusterAdmin(admin.ModelAdmin):
+    list_display = ("id", "lineage", "representative", "created_at")
+    list_filter = ("lineage",)
+    raw_id_fields = ("representative",)
 
 
 @admin.register(Review)

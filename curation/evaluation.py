@@ -4,7 +4,9 @@ The scores come from the same functions and settings the flagging service
 uses (`curation.detectors`); what differs is only where the references come
 from. The service retrieves a lineage's passage chunks with pgvector HNSW; here
 each item brings its own sources, which are chunked the same way and searched
-exactly (the same top-k), since a handful of chunks needs no index.
+exactly (the same top-k), since a handful of chunks needs no index. (The
+service also adds every chunk of the question's own passage; an item does not
+say which of its sources that is, so here the top-k alone are used.)
 """
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ samples to the same result, and the conditional update counts it once.
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
-from django.conf import settings
 from django.utils import timezone
 
 from curation.models import DuplicateCluster, FlagRun, Lineage, Sample

@@ -5,6 +5,7 @@ from django.urls import reverse
 from curation import selectors
 from curation.models import Flag, FlagRun, Lineage, Sample
 from curation.services.flagging import DETECTOR_VERSION, sample_flag
+from curation.services import reflag
 from curation.services.reflag import ReflagError, flag_run_chunk, flag_run_create
 from tests.factories import make_sample
 
@@ -35,18 +36,23 @@ def test_a_run_reflags_every_sample_in_chunks_with_progress(lineage, django_capt
     assert [m.pk for m in selectors.duplicate_cluster_members(cluster=cluster)] == [samples[1].pk, samples[3].pk]
 
 
-def test_a_chunk_run_twice_counts_once(lineage):
+def test_two_deliveries_of_one_chunk_count_it_once(lineage, monkeypatch):
     for _ in range(3):
         make_sample(lineage, flagged=False)
     run = flag_run_create(lineage=lineage, chunk_size=2)
-    stale = FlagRun.objects.get(pk=run.pk)
-    flag_run_chunk(run_id=run.pk)
-    # A second delivery of the same chunk: it re-flags harmlessly but cannot move the cursor again.
-    FlagRun.objects.filter(pk=run.pk).update(cursor=stale.cursor, done=stale.done)
-    assert flag_run_chunk(run_id=run.pk) is True
-    FlagRun.objects.filter(pk=run.pk).update(cursor=0)  # simulate the first copy finishing late
+    real = reflag.flagging.samples_flag
+    calls = []
+
+    def racing(*, sample_ids):
+        calls.append(sample_ids)
+        if len(calls) == 1:  # a second delivery of the same chunk runs and finishes first
+            assert flag_run_chunk(run_id=run.pk) is True
+        return real(sample_ids=sample_ids)
+
+    monkeypatch.setattr(reflag.flagging, "samples_flag", racing)
+    assert flag_run_chunk(run_id=run.pk) is False, "the late copy finds the cursor moved and queues nothing"
     run.refresh_from_db()
-    assert run.done == 2
+    assert calls[0] == calls[1] and run.done == 2 and run.cursor == calls[0][-1]
 
 
 def test_a_new_threshold_takes_effect_after_reflagging(lineage):
@@ -73,3 +79,26 @@ def test_the_card_shows_the_cluster_and_the_highlighted_sentence(reviewer_client
     second.refresh_from_db()
     assert f'id="cluster-{second.cluster_id}"' in html and "2 samples" in html and "1 accepted" in html
     assert '<details class="sentence unsupported"' in html and "The Moon is made of green cheese." in html
+
+
+def test_the_command_queues_a_run_and_refuses_an_unknown_lineage(lineage, capsys):
+    from django.core.management import CommandError, call_command
+
+    make_sample(lineage, flagged=False)
+    call_command("reflag_lineage", lineage.slug, "--chunk-size", "10")
+    run = FlagRun.objects.get(lineage=lineage)
+    assert (run.total, run.chunk_size, run.status) == (1, 10, FlagRun.Status.QUEUED)
+    assert f"re-flag run {run.pk} queued" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="no lineage with slug 'nope'"):
+        call_command("reflag_lineage", "nope")
+
+
+def test_the_admin_shows_flagged_samples_and_starts_a_reflag(admin_client, lineage):
+    sample = make_sample(lineage, answer=ANSWER, flagged=False)
+    sample_flag(sample_id=sample.pk)
+    assert admin_client.get(reverse("admin:curation_sample_change", args=[sample.pk])).status_code == 200
+    response = admin_client.post(reverse("admin:curation_lineage_changelist"),
+                                 {"action": "reflag", "_selected_action": [lineage.pk]}, follow=True)
+    assert response.status_code == 200 and "re-flag run" in response.content.decode()
+    assert admin_client.get(reverse("admin:curation_flagrun_changelist")).status_code == 200
+    assert FlagRun.objects.filter(lineage=lineage).count() == 1
