@@ -64,7 +64,6 @@ def main() -> int:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.http import HttpResponse
     from django.test import Client
     from django.test.utils import override_settings, setup_test_environment

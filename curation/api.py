@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from curation.models import TrainingSet, TrainingSetExport
-from curation.views import training_set_file_response
+from curation.views.lineages import training_set_file_response
 from ouroboros.roles import user_is_curator
 
 

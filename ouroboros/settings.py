@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from celery.schedules import crontab  # noqa: F401  (kept importable for beat rows declared in migrations)
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 

@@ -1,5 +1,4 @@
 """/healthz tells which part is down."""
-import pytest
 
 from ouroboros.celery import app
 

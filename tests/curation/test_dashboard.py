@@ -1,5 +1,4 @@
 """The dashboard, a generation's page and a sample's page: roles, stored metrics, bounded queries, escaping."""
-import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -155,8 +154,6 @@ def test_generated_text_is_inert_on_the_dashboard(curator_client, reviewer):
 
 
 def test_the_sample_page_traces_an_accepted_sample(curator_client, reviewer, lineage, curator):
-    from generation.services import job_create
-
     job = GenerationJob.objects.create(lineage=lineage, generation=lineage.generations.get(number=1), requested=1,
                                        status="done", created_by=curator)
     passage = lineage.passages.first()

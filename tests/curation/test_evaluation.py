@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from curation.models import Flag, Lineage, Sample
+from curation.models import Lineage
 from curation.services.review import sample_accept, sample_reject
 from tests.factories import make_sample
 

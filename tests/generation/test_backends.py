@@ -5,7 +5,6 @@ against small real HTTP servers that misbehave on purpose."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys

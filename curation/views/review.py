@@ -1,7 +1,7 @@
-"""Curation pages: the review queue, lineages and their training sets.
+"""The review queue: one card at a time, leased to its reviewer, decided by keys or plain forms.
 
 Views are thin: they check the role, call one service or selector, and render
-a page or (for htmx requests) the partial that changed.
+the page or, for htmx requests, the card that replaces the last one.
 """
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
-from django.http import FileResponse, Http404, QueryDict
-from django_htmx.http import HttpResponseStopPolling
+from django.http import Http404, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from curation import selectors
-from curation.models import DEFAULT_REJECT_REASONS, Flag, Lineage, Sample, TrainingSet, TrainingSetExport
-from curation.services.exports import CONTENT_TYPE, ExportError, export_file, manifest_file
+from curation.models import DEFAULT_REJECT_REASONS, Flag, Lineage, Sample
 from curation.services.review import (
     AlreadyDecided,
     LeasedElsewhere,
@@ -31,14 +29,6 @@ from curation.services.review import (
     samples_bulk_decide,
 )
 from curation.services.review import review_undo as review_undo_service
-from curation.services.training_sets import (
-    TrainingSetError,
-    lineage_policy,
-    policy_check,
-    training_set_build,
-    training_set_plan,
-)
-from generation.models import GenerationJob
 from ouroboros.roles import curator_required, reviewer_required
 
 
@@ -246,84 +236,3 @@ def review_bulk(request):
 def _sentence(exc: Exception) -> str:
     text = str(exc)
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
-
-
-@curator_required
-def lineage_list(request):
-    lineages = [(lineage, selectors.lineage_overview(lineage=lineage)) for lineage in selectors.lineage_list()]
-    return render(request, "curation/lineage_list.html", {"lineages": lineages})
-
-
-@curator_required
-def lineage_detail(request, slug: str):
-    lineage = get_object_or_404(Lineage, slug=slug)
-    try:
-        plan = training_set_plan(lineage=lineage)
-    except TrainingSetError:
-        plan = None
-    return render(
-        request,
-        "curation/lineage_detail.html",
-        {
-            "lineage": lineage,
-            "overview": selectors.lineage_overview(lineage=lineage),
-            "jobs": GenerationJob.objects.filter(lineage=lineage).select_related("generation")[:20],
-            "agreement": selectors.reviewer_agreement(lineage=lineage),
-            "policy": lineage_policy(lineage=lineage),
-            "plan": plan,
-            "plan_breaches": policy_check(plan) if plan else [],
-            "training_sets": lineage.training_sets.select_related("generation", "built_by")
-            .prefetch_related("exports"),
-        },
-    )
-
-
-@curator_required
-@require_POST
-def training_set_create(request, slug: str):
-    lineage = get_object_or_404(Lineage, slug=slug)
-    try:
-        training_set = training_set_build(lineage=lineage, built_by=request.user)
-    except TrainingSetError as exc:
-        messages.error(request, f"Could not build the training set: {exc}.")
-    else:
-        messages.success(
-            request,
-            f"Built the training set of generation {training_set.generation.number} "
-            f"({training_set.sample_count} samples + {training_set.real_count} real passages); its exports are "
-            f"being written. Generation {training_set.generation.number + 1} is open.",
-        )
-    return redirect("lineage-detail", slug=lineage.slug)
-
-
-@curator_required
-def training_set_exports(request, pk: int):
-    """The exports of one set, for htmx to poll while they are written."""
-    training_set = get_object_or_404(TrainingSet.objects.prefetch_related("exports"), pk=pk)
-    response = render(request, "curation/_training_set_exports.html", {"ts": training_set})
-    if request.htmx and training_set.status == TrainingSet.Status.PUBLISHED:
-        stop = HttpResponseStopPolling()
-        stop.content = response.content
-        return stop
-    return response
-
-
-def training_set_file_response(training_set: TrainingSet, fmt: str) -> FileResponse:
-    """The file of one format (or the manifest) of a set; Http404 saying why when it cannot be served."""
-    try:
-        if fmt == "manifest":
-            path, content_type = manifest_file(training_set=training_set), "application/json"
-        else:
-            export = training_set.exports.filter(format=fmt).first()
-            if export is None:
-                raise Http404(f"no {fmt!r} export; formats are {', '.join(TrainingSetExport.Format.values)}, manifest")
-            path, content_type = export_file(export=export), CONTENT_TYPE[fmt]
-    except ExportError as exc:
-        raise Http404(str(exc)) from None
-    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name, content_type=content_type)
-
-
-@curator_required
-def training_set_download(request, pk: int):
-    training_set = get_object_or_404(TrainingSet, pk=pk)
-    return training_set_file_response(training_set, request.GET.get("format", TrainingSetExport.Format.CHAT))

@@ -1,0 +1,102 @@
+"""Lineage pages for curators: jobs, the next generation's plan, training sets and their files."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from curation import selectors
+from curation.models import Lineage, TrainingSet, TrainingSetExport
+from curation.services.exports import CONTENT_TYPE, ExportError, export_file, manifest_file
+from curation.services.training_sets import (
+    TrainingSetError,
+    lineage_policy,
+    policy_check,
+    training_set_build,
+    training_set_plan,
+)
+from generation.models import GenerationJob
+from ouroboros.roles import curator_required
+
+
+@curator_required
+def lineage_list(request):
+    lineages = [(lineage, selectors.lineage_overview(lineage=lineage)) for lineage in selectors.lineage_list()]
+    return render(request, "curation/lineage_list.html", {"lineages": lineages})
+
+
+@curator_required
+def lineage_detail(request, slug: str):
+    lineage = get_object_or_404(Lineage, slug=slug)
+    try:
+        plan = training_set_plan(lineage=lineage)
+    except TrainingSetError:
+        plan = None
+    return render(
+        request,
+        "curation/lineage_detail.html",
+        {
+            "lineage": lineage,
+            "overview": selectors.lineage_overview(lineage=lineage),
+            "jobs": GenerationJob.objects.filter(lineage=lineage).select_related("generation")[:20],
+            "agreement": selectors.reviewer_agreement(lineage=lineage),
+            "policy": lineage_policy(lineage=lineage),
+            "plan": plan,
+            "plan_breaches": policy_check(plan) if plan else [],
+            "training_sets": lineage.training_sets.select_related("generation", "built_by")
+            .prefetch_related("exports"),
+        },
+    )
+
+
+@curator_required
+@require_POST
+def training_set_create(request, slug: str):
+    lineage = get_object_or_404(Lineage, slug=slug)
+    try:
+        training_set = training_set_build(lineage=lineage, built_by=request.user)
+    except TrainingSetError as exc:
+        messages.error(request, f"Could not build the training set: {exc}.")
+    else:
+        messages.success(
+            request,
+            f"Built the training set of generation {training_set.generation.number} "
+            f"({training_set.sample_count} samples + {training_set.real_count} real passages); its exports are "
+            f"being written. Generation {training_set.generation.number + 1} is open.",
+        )
+    return redirect("lineage-detail", slug=lineage.slug)
+
+
+@curator_required
+def training_set_exports(request, pk: int):
+    """The exports of one set, for htmx to poll while they are written."""
+    training_set = get_object_or_404(TrainingSet.objects.prefetch_related("exports"), pk=pk)
+    response = render(request, "curation/_training_set_exports.html", {"ts": training_set})
+    if request.htmx and training_set.status == TrainingSet.Status.PUBLISHED:
+        stop = HttpResponseStopPolling()
+        stop.content = response.content
+        return stop
+    return response
+
+
+def training_set_file_response(training_set: TrainingSet, fmt: str) -> FileResponse:
+    """The file of one format (or the manifest) of a set; Http404 saying why when it cannot be served."""
+    try:
+        if fmt == "manifest":
+            path, content_type = manifest_file(training_set=training_set), "application/json"
+        else:
+            export = training_set.exports.filter(format=fmt).first()
+            if export is None:
+                raise Http404(f"no {fmt!r} export; formats are {', '.join(TrainingSetExport.Format.values)}, manifest")
+            path, content_type = export_file(export=export), CONTENT_TYPE[fmt]
+    except ExportError as exc:
+        raise Http404(str(exc)) from None
+    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name, content_type=content_type)
+
+
+@curator_required
+def training_set_download(request, pk: int):
+    training_set = get_object_or_404(TrainingSet, pk=pk)
+    return training_set_file_response(training_set, request.GET.get("format", TrainingSetExport.Format.CHAT))
