@@ -217,3 +217,42 @@ def test_a_curator_rejects_a_whole_duplicate_cluster(curator_client, lineage):
         m.pk for m in members}
     outsider.refresh_from_db()
     assert outsider.status == Sample.Status.PENDING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_reviewers_posting_at_once_get_one_decision_and_one_notice(lineage):
+    """Real concurrent requests through the whole Django stack, each on its own PostgreSQL connection."""
+    import threading
+
+    from django.db import connection
+    from django.test import Client
+
+    from tests.factories import REVIEWER, make_user
+
+    sample = make_sample(lineage)
+    clients = []
+    for name in ("uma", "vic"):
+        client = Client()
+        client.force_login(make_user(name, REVIEWER))
+        clients.append(client)
+    barrier = threading.Barrier(2)
+    pages = []
+
+    def post(client, decision):
+        try:
+            barrier.wait()
+            response = client.post(reverse("review-decide", args=[sample.pk]),
+                                   {"decision": decision, "reason": "unsafe"}, **HTMX)
+            pages.append(response.content.decode())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(c, d)) for c, d in zip(clients, ["accept", "reject"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Review.objects.filter(sample=sample).count() == 1
+    told = [p for p in pages if "already decided" in p]
+    done = [p for p in pages if f"Sample {sample.pk} accepted." in p or f"Sample {sample.pk} rejected." in p]
+    assert len(told) == 1 and len(done) == 1
