@@ -30,8 +30,13 @@ def main() -> int:
     parser.add_argument("--backend", default="llama_cpp")
     args = parser.parse_args()
 
+    import signal
+
     import django
 
+    # `timeout` or Ctrl-C must still reach the `finally` that stops the worker
+    # process, or an orphaned worker would take the next run's tasks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     django.setup()
     from django.db import connection
 

@@ -47,9 +47,11 @@ def fill(lineage, samples: int) -> None:
             cursor.execute(f"""
                 INSERT INTO curation_sample (lineage_id, generation_id, passage_id, question, answer, alt_answers,
                     dialogue, provenance, status, novelty, risk, original_answer, double_review, flagged_at,
-                    created_at)
+                    created_at, neighbours, detector_version)
                 SELECT %s, %s, %s, 'Benchmark question ' || i || '?', 'A benchmark answer, number ' || i || '.',
-                    '[]', '[]', '{{"backend": "bench"}}', {status_sql}, random(), random(), '', false, now(), now()
+                    '[]', '[]', '{{"backend": "bench"}}', {status_sql}, random(), random(), '', false, now(), now(),
+                    '{{}}', 'bench'
+
                 FROM generate_series(1, %s) AS i""", [lineage.pk, generation.pk, passage_id, count])
         cursor.execute("ANALYZE curation_sample")
 
