@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from curation.models import DuplicateCluster, Flag, FlagRun, Generation, Lineage, Review, Sample
+from curation.models import DuplicateCluster, Flag, Generation, Lineage, Review, Sample
 
 
 def lineage_list() -> QuerySet[Lineage]:
@@ -185,6 +185,3 @@ def review_labels(*, lineage: Lineage, kind: str) -> tuple[list[int], list[float
         scores.append(score)
     return labels, scores
 
-
-def flag_runs(*, lineage: Lineage) -> QuerySet[FlagRun]:
-    return FlagRun.objects.filter(lineage=lineage).order_by("-created_at")

@@ -8,7 +8,6 @@ a sentence is grounded when some source passage is close to it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,33 +42,6 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of every row of `a` with every row of `b`, shape (len(a), len(b))."""
     return normalize(a) @ normalize(b).T
-
-
-@dataclass(frozen=True)
-class Support:
-    """How well one sentence is supported: the best cosine and which reference gave it."""
-
-    sentence: str
-    score: float
-    reference: int  # index into the references; -1 when there were none
-
-
-def sentence_support(sentences: list[str], sentence_vecs: np.ndarray, reference_vecs: np.ndarray) -> list[Support]:
-    """For each sentence, the most similar reference vector (e.g. source passages)."""
-    if len(sentences) == 0:
-        return []
-    if len(reference_vecs) == 0:
-        return [Support(s, 0.0, -1) for s in sentences]
-    sims = cosine_matrix(sentence_vecs, reference_vecs)
-    best = sims.argmax(axis=1)
-    return [Support(s, float(sims[i, best[i]]), int(best[i])) for i, s in enumerate(sentences)]
-
-
-def hallucination_score(supports: list[Support]) -> float:
-    """A sample's risk: 1 − the support of its weakest sentence (0 when fully supported)."""
-    if not supports:
-        return 0.0
-    return float(np.clip(1.0 - min(s.score for s in supports), 0.0, 1.0))
 
 
 def novelty(max_similarity: float | None) -> float:

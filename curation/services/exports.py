@@ -334,16 +334,6 @@ def export_fail(*, export_id: int, reason: str) -> None:
     )
 
 
-def training_set_exports_retry(*, training_set: TrainingSet) -> int:
-    """Queue the set's failed exports again; returns how many."""
-    with transaction.atomic():
-        ids = list(training_set.exports.filter(status=TrainingSetExport.Status.FAILED).values_list("id", flat=True))
-        TrainingSetExport.objects.filter(id__in=ids).update(status=TrainingSetExport.Status.QUEUED, error="",
-                                                             finished_at=None)
-        exports_queue(export_ids=ids)
-    return len(ids)
-
-
 def exports_requeue_stale(*, idle_seconds: int = 300) -> list[int]:
     """Queue again every unfinished export nobody works on: an expired claim, or queued and untouched."""
     now = timezone.now()

@@ -239,6 +239,8 @@ def sample_flag(*, sample_id: int) -> list[Flag]:
             minhash_bands=lexical.minhash_bands(signature),
             cluster_id=_cluster_for(sample, cluster_match, is_duplicate),
             detector_version=DETECTOR_VERSION,
+            # The queue's risk order reads this column: the highest score among the flags just stored.
+            risk=max((flag.score for flag in stored), default=0.0),
             flagged_at=timezone.now(),
         )
     return stored

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from curation.models import Flag, Generation, Lineage, Review, Sample
@@ -158,14 +158,6 @@ def sample_release(*, sample: Sample, reviewer) -> bool:
     )
 
 
-def sample_risk_refresh(*, sample_id: int) -> float:
-    """Store the sample's highest flag score, the key of the queue's risk order."""
-    scores = Flag.objects.filter(sample_id=sample_id).values_list("score", flat=True)
-    risk = max(scores, default=0.0)
-    Sample.objects.filter(pk=sample_id).update(risk=risk)
-    return risk
-
-
 # ------------------------------------------------------------------ decisions
 
 
@@ -222,6 +214,10 @@ def sample_decide(*, sample: Sample, reviewer, decision: str, reason: str = "", 
     with transaction.atomic():
         _lock_open_generation(sample.generation_id, sample.pk)
         updates = {"status": new_status, "decided_at": now, "leased_to": None, "lease_expires_at": None}
+        if decision == Review.Decision.EDIT:
+            # Keep the generated answer the first time it is edited; an undo puts it back.
+            updates["original_answer"] = Case(When(original_answer="", then=F("answer")), default=F("original_answer"))
+            updates["answer"] = Value(edited_answer)
         matching = Sample.objects.filter(pk=sample.pk, status=Sample.Status.PENDING)
         if not bulk:  # a curator's bulk action overrides leases; a reviewer waits for them
             matching = matching.filter(
@@ -235,9 +231,6 @@ def sample_decide(*, sample: Sample, reviewer, decision: str, reason: str = "", 
             if current[0] != Sample.Status.PENDING:
                 raise AlreadyDecided(f"sample {sample.pk} was already decided ({current[0]})")
             raise LeasedElsewhere(f"sample {sample.pk} is being reviewed by {current[1]}")
-        if decision == Review.Decision.EDIT:
-            Sample.objects.filter(pk=sample.pk, original_answer="").update(original_answer=sample.answer)
-            Sample.objects.filter(pk=sample.pk).update(answer=edited_answer)
         return Review.objects.create(sample=sample, reviewer=reviewer, decision=decision, reason=reason,
                                      edited_answer=edited_answer, bulk=bulk)
 

@@ -36,6 +36,7 @@ from curation.models import (
     TrainingSet,
     TrainingSetExport,
 )
+from curation.selectors import lineage_open_generation
 
 
 class TrainingSetError(Exception):
@@ -188,7 +189,7 @@ def _draw_real(*, lineage: Lineage, count: int, seed: int) -> tuple[list[int], i
 
 def training_set_plan(*, lineage: Lineage, seed: int = 0, generation: Generation | None = None) -> Composition:
     """What building now would put in the set, without writing anything (a read)."""
-    generation = generation or Generation.objects.filter(lineage=lineage, status=Generation.Status.OPEN).first()
+    generation = generation or lineage_open_generation(lineage=lineage)
     if generation is None:
         raise TrainingSetError(f"lineage {lineage.name!r} has no open generation to build from")
     policy = lineage_policy(lineage=lineage)

@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from curation.models import Generation, Lineage, Sample, SourcePassage
+from curation.selectors import lineage_open_generation
 
 from generation.backends import BackendError, get_backend
 from generation.dialogue import InvalidOutput, Prompts, run_dialogue
@@ -43,7 +44,7 @@ def job_create(*, lineage: Lineage, requested: int, created_by=None, seed: int |
     if not lineage.passages.exists():
         raise JobError(f"lineage {lineage.name!r} has no source passages to ask about")
     with transaction.atomic():
-        generation = Generation.objects.filter(lineage=lineage, status=Generation.Status.OPEN).first()
+        generation = lineage_open_generation(lineage=lineage)
         if generation is None:
             raise JobError(f"lineage {lineage.name!r} has no open generation")
         job = GenerationJob.objects.create(

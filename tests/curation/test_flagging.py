@@ -66,6 +66,18 @@ def test_an_unsupported_sentence_is_flagged_with_its_best_passage(lineage, photo
     assert [s["unsupported"] for s in flag.evidence["sentences"]] == [False, False, True]
 
 
+def test_flagging_stores_the_queue_risk_on_every_path(lineage, photosynthesis):
+    """Risk is the highest flag score, written by flagging itself, so a re-flag keeps the queue order right."""
+    clean = make_sample(lineage, answer=grounded_answer(photosynthesis), passage=photosynthesis, flagged=False)
+    flagged = make_sample(lineage, answer="Napoleon painted the Moon orange in 1999 with a giant brush.",
+                          flagged=False)
+    samples_flag(sample_ids=[clean.pk, flagged.pk])  # the re-flag job's path, not the task's
+    flagged.refresh_from_db()
+    clean.refresh_from_db()
+    assert flagged.risk == pytest.approx(max(f.score for f in flagged.flags.all())) and flagged.risk > 0
+    assert not clean.flags.exists() and clean.risk == 0.0
+
+
 def test_a_changed_number_is_caught_although_the_embedding_barely_moves(lineage, photosynthesis):
     right = make_sample(lineage, answer="The overall reaction combines six molecules of carbon dioxide and six "
                                         "molecules of water.", passage=photosynthesis, flagged=False)

@@ -3,12 +3,9 @@ import numpy as np
 import pytest
 
 from curation.similarity import (
-    Support,
     cosine_matrix,
-    hallucination_score,
     normalize,
     novelty,
-    sentence_support,
     split_sentences,
 )
 
@@ -38,26 +35,6 @@ def test_normalize_leaves_zero_vectors_at_zero_instead_of_nan():
     out = normalize(np.array([[0.0, 0.0], [3.0, 4.0]]))
     assert out[0].tolist() == [0.0, 0.0]
     assert out[1] == pytest.approx([0.6, 0.8])
-
-
-def test_sentence_support_picks_the_closest_reference_for_each_sentence():
-    sentences = ["about x", "about y"]
-    vecs = np.array([[1.0, 0.1], [0.0, 1.0]])
-    refs = np.array([[0.0, 1.0], [1.0, 0.0]])
-    supports = sentence_support(sentences, vecs, refs)
-    assert [s.reference for s in supports] == [1, 0]
-    assert supports[1].score == pytest.approx(1.0)
-
-
-def test_sentence_support_without_references_supports_nothing():
-    supports = sentence_support(["lonely"], np.ones((1, 2)), np.zeros((0, 2)))
-    assert supports == [Support("lonely", 0.0, -1)]
-
-
-def test_hallucination_score_is_driven_by_the_weakest_sentence():
-    supports = [Support("a", 0.9, 0), Support("b", 0.2, 1)]
-    assert hallucination_score(supports) == pytest.approx(0.8)
-    assert hallucination_score([]) == 0.0
 
 
 @pytest.mark.parametrize("similarity,expected", [(None, 1.0), (0.25, 0.75), (1.2, 0.0)])
