@@ -1,6 +1,5 @@
 from django.urls import path
 
-from curation import api
 from curation.views import dashboard, lineages, review
 
 urlpatterns = [
@@ -20,7 +19,4 @@ urlpatterns = [
     path("dashboard/generations/<int:pk>/recompute/", dashboard.metrics_recompute, name="metrics-recompute"),
     path("dashboard/gates/<int:pk>/resume/", dashboard.gate_resume_view, name="gate-resume"),
     path("samples/<int:pk>/", dashboard.sample_detail, name="sample-detail"),
-    path("api/training-sets/<int:pk>/", api.TrainingSetDetail.as_view(), name="api-training-set"),
-    path("api/training-sets/<int:pk>/download/<str:fmt>/", api.TrainingSetDownload.as_view(),
-         name="api-training-set-download"),
 ]

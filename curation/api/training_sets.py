@@ -1,26 +1,14 @@
-"""A small read-only API for training sets: their manifest, export progress and files.
-
-The full REST API is a later issue; these two endpoints let scripts poll an
-export and fetch its files with the same role check as the pages.
-"""
+"""Training sets over the API: their manifest, export progress and files."""
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from curation.models import TrainingSet, TrainingSetExport
 from curation.views.lineages import training_set_file_response
-from ouroboros.roles import user_is_curator
-
-
-class IsCurator(BasePermission):
-    message = "Your account does not have the curator role this endpoint needs."
-
-    def has_permission(self, request, view) -> bool:
-        return user_is_curator(request.user)
+from curation.api.permissions import IsCurator
 
 
 def _download_url(request, training_set: TrainingSet, fmt: str) -> str:
