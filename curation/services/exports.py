@@ -24,12 +24,13 @@ import json
 import logging
 import os
 import random
+import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db import transaction
@@ -73,16 +74,72 @@ class Record:
     response: str
 
 
+# A lineage slug becomes a folder and a file name: only the characters of
+# Django's validate_slug, and short enough that the longest file name plus the
+# temporary file's affixes stays under the 255-byte limit of a file name.
+_NAME_PART = re.compile(r"[-a-zA-Z0-9_]+\Z")
+MAX_SLUG_CHARS = 200
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4000
+
+
+def _check_slug(slug: str) -> None:
+    if not isinstance(slug, str) or not _NAME_PART.match(slug):
+        raise ExportError(f"lineage slug {slug!r} cannot name an export file: only letters, digits, '-' and '_' "
+                          f"are allowed")
+    if len(slug) > MAX_SLUG_CHARS:
+        raise ExportError(f"lineage slug {slug[:40]!r}… is {len(slug)} characters; export names allow at most "
+                          f"{MAX_SLUG_CHARS}")
+
+
+def export_folder(*, slug: str, number: int) -> str:
+    """A set's folder relative to EXPORT_ROOT; ExportError when the slug could not name it safely."""
+    _check_slug(slug)
+    if not isinstance(number, int) or number < 0:
+        raise ExportError(f"generation number {number!r} must be a whole number, 0 or more")
+    return f"{slug}/generation-{number:03d}"
+
+
 def export_relative_path(*, folder: str, slug: str, number: int, fmt: str) -> str:
+    """One export file's path relative to EXPORT_ROOT; every part is checked, none can climb out."""
+    _check_slug(slug)
+    parts = folder.split("/") if isinstance(folder, str) else [folder]
+    if not all(isinstance(part, str) and _NAME_PART.match(part) for part in parts):
+        raise ExportError(f"export folder {folder!r} must be relative, made of letters, digits, '-' and '_' "
+                          f"parts separated by '/'")
+    if fmt not in FILE_SUFFIX:
+        raise ExportError(f"unknown export format {fmt!r}; formats are {', '.join(FILE_SUFFIX)}")
     return f"{folder}/{slug}-generation-{number:03d}.{FILE_SUFFIX[fmt]}"
 
 
 def _safe_path(relative: str) -> Path:
-    """The absolute path under EXPORT_ROOT, refusing any stored path that escapes it."""
+    """The absolute path under EXPORT_ROOT, refusing any stored path that escapes it.
+
+    Checked on the text first (NUL bytes, absolute paths, '..', over-long
+    names), then on the real path with every symlink followed: a link inside
+    the export folder that points outside it is refused too.
+    """
+    if not isinstance(relative, str) or not relative:
+        raise ExportError(f"export path {relative!r} is empty")
+    if "\x00" in relative:
+        raise ExportError(f"export path {relative!r} contains a NUL byte")
+    pure = PurePosixPath(relative)
+    if pure.is_absolute():
+        raise ExportError(f"export path {relative!r} is absolute; it must be relative to the export folder")
+    if ".." in pure.parts:
+        raise ExportError(f"export path {relative!r} climbs out with '..'")
+    if len(relative.encode("utf-8")) > MAX_PATH_BYTES or any(
+        len(part.encode("utf-8")) > MAX_NAME_BYTES for part in pure.parts
+    ):
+        raise ExportError(f"export path {relative[:60]!r}… is too long (a name over {MAX_NAME_BYTES} bytes, or "
+                          f"the path over {MAX_PATH_BYTES})")
     root = Path(settings.EXPORT_ROOT).resolve()
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, an unreadable folder
+        raise ExportError(f"export path {relative!r} cannot be resolved: {exc}") from None
     if root not in path.parents:
-        raise ExportError(f"export path {relative!r} is outside the export folder")
+        raise ExportError(f"export path {relative!r} is outside the export folder (through a symlink?)")
     return path
 
 
@@ -294,6 +351,13 @@ def export_run(*, export_id: int) -> bool:
     if token is None:
         return False
     export = TrainingSetExport.objects.select_related("training_set").get(pk=export_id)
+    try:
+        path = _safe_path(export.path)
+    except ExportError as exc:
+        # A stored path that would write outside the export folder: permanent, no retry.
+        export_fail(export_id=export_id, reason=str(exc))
+        log.error("export %s refused: %s", export_id, exc)
+        return False
 
     def progress(rows: int) -> None:
         held = TrainingSetExport.objects.filter(pk=export_id, claim_token=token).update(
@@ -305,7 +369,7 @@ def export_run(*, export_id: int) -> bool:
     try:
         sha256, size, rows = write_records(
             fmt=export.format, batches=training_set_records(training_set=export.training_set),
-            path=_safe_path(export.path), progress=progress,
+            path=path, progress=progress,
         )
     except _ClaimLost:
         log.info("export %s: claim lost to another worker; leaving it to them", export_id)

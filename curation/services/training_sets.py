@@ -237,7 +237,7 @@ def training_set_build(*, lineage: Lineage, built_by, seed: int | None = None) -
     """
     from generation.models import GenerationJob
 
-    from curation.services.exports import export_relative_path, exports_queue
+    from curation.services.exports import ExportError, export_folder, export_relative_path, exports_queue
     from curation.services.metrics import generation_metrics_compute_later
 
     seed = seed if seed is not None else random.SystemRandom().randrange(1, 2**31)
@@ -264,7 +264,12 @@ def training_set_build(*, lineage: Lineage, built_by, seed: int | None = None) -
             Sample.objects.filter(generation=generation).values("status").annotate(n=Count("id"))
             .order_by().values_list("status", "n")
         )
-        folder = f"{lineage.slug}/generation-{generation.number:03d}"
+        try:
+            folder = export_folder(slug=lineage.slug, number=generation.number)
+            paths = {fmt: export_relative_path(folder=folder, slug=lineage.slug, number=generation.number, fmt=fmt)
+                     for fmt in TrainingSetExport.Format.values}
+        except ExportError as exc:
+            raise TrainingSetError(str(exc)) from None
         manifest = {
             "lineage": lineage.slug,
             "lineage_name": lineage.name,
@@ -304,7 +309,7 @@ def training_set_build(*, lineage: Lineage, built_by, seed: int | None = None) -
         exports = TrainingSetExport.objects.bulk_create([
             TrainingSetExport(
                 training_set=training_set, format=fmt, rows_total=composition.records,
-                path=export_relative_path(folder=folder, slug=lineage.slug, number=generation.number, fmt=fmt),
+                path=paths[fmt],
             )
             for fmt in TrainingSetExport.Format.values
         ])
