@@ -4,7 +4,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import HttpResponseStopPolling
 
 from curation.models import Lineage
@@ -35,6 +35,7 @@ def job_start(request, slug: str):
 
 
 @curator_required
+@require_safe
 def job_progress(request, pk: int):
     job = get_object_or_404(GenerationJob, pk=pk)
     response = render(request, "generation/_job_row.html", {"job": job})

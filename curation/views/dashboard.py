@@ -11,7 +11,7 @@ from django.db import transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from curation import reports
 from curation.models import GatePause, Generation, GenerationMetrics, Sample
@@ -37,6 +37,7 @@ def _live_context() -> dict:
 
 
 @curator_required
+@require_safe
 def dashboard(request):
     rows = reports.dashboard_lineages()
     selected = _selected(rows, request.GET.get("lineage"))
@@ -57,12 +58,14 @@ def dashboard(request):
 
 
 @curator_required
+@require_safe
 def dashboard_live(request):
     """Jobs, exports, queue depth and backlog: the panel htmx polls."""
     return render(request, "curation/dashboard_live.html", _live_context())
 
 
 @curator_required
+@require_safe
 def generation_detail(request, pk: int):
     generation = get_object_or_404(Generation.objects.select_related("lineage", "metrics"), pk=pk)
     try:
@@ -107,6 +110,7 @@ def gate_resume_view(request, pk: int):
 
 
 @curator_required
+@require_safe
 def sample_detail(request, pk: int):
     try:
         sample = reports.sample_trace(pk=pk)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 from django_htmx.http import HttpResponseStopPolling
 
 from curation import selectors
@@ -22,12 +22,14 @@ from ouroboros.roles import curator_required
 
 
 @curator_required
+@require_safe
 def lineage_list(request):
     lineages = [(lineage, selectors.lineage_overview(lineage=lineage)) for lineage in selectors.lineage_list()]
     return render(request, "curation/lineage_list.html", {"lineages": lineages})
 
 
 @curator_required
+@require_safe
 def lineage_detail(request, slug: str):
     lineage = get_object_or_404(Lineage, slug=slug)
     try:
@@ -70,6 +72,7 @@ def training_set_create(request, slug: str):
 
 
 @curator_required
+@require_safe
 def training_set_exports(request, pk: int):
     """The exports of one set, for htmx to poll while they are written."""
     training_set = get_object_or_404(TrainingSet.objects.prefetch_related("exports"), pk=pk)
@@ -97,6 +100,7 @@ def training_set_file_response(training_set: TrainingSet, fmt: str) -> FileRespo
 
 
 @curator_required
+@require_safe
 def training_set_download(request, pk: int):
     training_set = get_object_or_404(TrainingSet, pk=pk)
     return training_set_file_response(training_set, request.GET.get("format", TrainingSetExport.Format.CHAT))

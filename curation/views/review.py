@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.http import Http404, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from curation import selectors
 from curation.models import DEFAULT_REJECT_REASONS, Flag, Lineage, Sample
@@ -140,6 +140,7 @@ def _respond(request, lineage, form, query, *, sample=None, notice="", level="in
 
 
 @reviewer_required
+@require_safe
 def review(request):
     lineage, form, query = _queue_state(request, request.GET)
     context = _card_context(request, lineage, form, query)
@@ -203,6 +204,7 @@ class BulkForm(forms.Form):
 
 
 @curator_required
+@require_http_methods(["GET", "HEAD", "POST"])
 def review_bulk(request):
     """Accept or reject every sample matching the queue's filters, after confirming the count."""
     data = request.POST if request.method == "POST" else request.GET
