@@ -17,8 +17,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 _DEV_SECRET_KEY = "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production"
 DEBUG = envbool("DJANGO_DEBUG", True)
 SECRET_KEY = envstr("DJANGO_SECRET_KEY", _DEV_SECRET_KEY)
-if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured("DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY set to a secret value")
+if not DEBUG and SECRET_KEY in ("", _DEV_SECRET_KEY):
+    raise ImproperlyConfigured("DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY set to a secret value (not empty, not the "
+                               "development default)")
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
@@ -93,6 +94,19 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+# Request bodies are bounded before a view sees them: a larger body, too many
+# fields or too many files get a 400 naming the limit (ouroboros.views.bad_request).
+# Uploaded files above FILE_UPLOAD_MAX_MEMORY_SIZE are streamed to a temporary
+# file outside the code, templates and static folders (a system check holds it),
+# and stored files are never executable.
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = envint("DJANGO_DATA_UPLOAD_MAX_NUMBER_FIELDS", 1000, minimum=10)
+DATA_UPLOAD_MAX_NUMBER_FILES = envint("DJANGO_DATA_UPLOAD_MAX_NUMBER_FILES", 10, minimum=1)
+FILE_UPLOAD_MAX_MEMORY_SIZE = envint("DJANGO_FILE_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024, minimum=0)
+FILE_UPLOAD_TEMP_DIR = envstr("DJANGO_FILE_UPLOAD_TEMP_DIR", "") or None  # None: the system's temp folder
+FILE_UPLOAD_PERMISSIONS = 0o640
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o750
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -198,8 +212,25 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 
+# Production (DJANGO_DEBUG=0): HTTPS only, with the defaults `manage.py check
+# --deploy` asks for; each can be relaxed from the environment. `make run`
+# (DEBUG on, plain http on loopback) sets none of them.
+CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 if not DEBUG:
     # In production whitenoise serves the collected static files (`manage.py collectstatic`).
     MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
     SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", True)
+    SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = envint("DJANGO_SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Sends the preload directive only; joining browsers' preload list is a separate, manual step.
+    SECURE_HSTS_PRELOAD = envbool("DJANGO_SECURE_HSTS_PRELOAD", True)
+    # Behind a TLS-terminating proxy: e.g. "HTTP_X_FORWARDED_PROTO,https". Only
+    # set it when that proxy always sets (and strips from clients) the header.
+    _proxy_ssl_header = envlist("DJANGO_SECURE_PROXY_SSL_HEADER", [])
+    if _proxy_ssl_header:
+        if len(_proxy_ssl_header) != 2:
+            raise ImproperlyConfigured("DJANGO_SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. "
+                                       "'HTTP_X_FORWARDED_PROTO,https'")
+        SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header)

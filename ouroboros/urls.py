@@ -4,6 +4,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from ouroboros import health, views
 
+# An oversized or malformed request body gets a 400 that names the limit it broke.
+handler400 = "ouroboros.views.bad_request"
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),

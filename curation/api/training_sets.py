@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -20,6 +22,7 @@ class TrainingSetDetail(APIView):
 
     permission_classes = [IsCurator]
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, pk: int):
         training_set = get_object_or_404(
             TrainingSet.objects.select_related("lineage", "generation").prefetch_related("exports"), pk=pk
@@ -61,5 +64,6 @@ class TrainingSetDownload(APIView):
 
     permission_classes = [IsCurator]
 
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request, pk: int, fmt: str):
         return training_set_file_response(get_object_or_404(TrainingSet, pk=pk), fmt)
