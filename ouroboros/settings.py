@@ -86,6 +86,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# The model backend behind the log-in rate limit (ouroboros.ratelimit): every
+# caller of authenticate() (the log-in page, the admin, an API token endpoint)
+# is refused while the username or the client's address has too many failures.
+AUTHENTICATION_BACKENDS = ["ouroboros.ratelimit.RateLimitedModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -166,6 +170,23 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
+# Counters that every web process must share (the log-in rate limit) live in
+# Redis: by default the broker's, under their own key prefix.
+CACHE_URL = envstr("OUROBOROS_CACHE_URL", CELERY_BROKER_URL)
+if not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        f"OUROBOROS_CACHE_URL must name a Redis server (redis://...), got {CACHE_URL.split(':', 1)[0]!r}; "
+        "it defaults to CELERY_BROKER_URL, so set it when the broker is not Redis"
+    )
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_URL,
+        "KEY_PREFIX": envstr("OUROBOROS_CACHE_KEY_PREFIX", "ouroboros"),
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+
 # Ouroboros itself.
 OUROBOROS = {
     # Generation: the backend used when a lineage names none.
@@ -202,6 +223,15 @@ OUROBOROS = {
     # Training-set exports: a claimed export whose worker has not reported progress
     # within this many seconds is considered dead and queued again.
     "EXPORT_LEASE_SECONDS": envint("OUROBOROS_EXPORT_LEASE_SECONDS", 600, minimum=5),
+    # Log-in rate limit (ouroboros.ratelimit): after this many failed log-ins for
+    # one username, or from one client address, within the window, further
+    # attempts are refused until the window ends. Counted in the Redis cache.
+    "LOGIN_FAILURES_PER_USERNAME": envint("OUROBOROS_LOGIN_FAILURES_PER_USERNAME", 5, minimum=1),
+    "LOGIN_FAILURES_PER_IP": envint("OUROBOROS_LOGIN_FAILURES_PER_IP", 30, minimum=1),
+    "LOGIN_FAILURE_WINDOW_SECONDS": envint("OUROBOROS_LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1),
+    # How many reverse proxies stand in front of the app and append to
+    # X-Forwarded-For; 0 trusts no header and counts by REMOTE_ADDR.
+    "TRUSTED_PROXY_COUNT": envint("OUROBOROS_TRUSTED_PROXY_COUNT", 0, minimum=0),
 }
 
 LOGGING = {

@@ -3,6 +3,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from ouroboros import health, views
+from ouroboros.ratelimit import RateLimitedAdminAuthenticationForm, RateLimitedLoginView
+
+# The admin's log-in form says so when the log-in rate limit refuses an attempt.
+admin.site.login_form = RateLimitedAdminAuthenticationForm
 
 # An oversized or malformed request body gets a 400 that names the limit it broke.
 handler400 = "ouroboros.views.bad_request"
@@ -10,6 +14,8 @@ handler400 = "ouroboros.views.bad_request"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
+    # Ahead of django.contrib.auth.urls: the same log-in page, rate-limited.
+    path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -5,6 +5,8 @@ The suite runs against the real PostgreSQL (with pgvector) and Redis that
 """
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.factories import CURATOR, REVIEWER, make_lineage, make_user
@@ -41,3 +43,9 @@ def reviewer_client(client, reviewer):
 def curator_client(client, curator):
     client.force_login(curator)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_namespace(settings):
+    """Each test counts (failed log-ins, ...) from zero: a key prefix of its own in the shared Redis cache."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
