@@ -11,7 +11,8 @@ read and change and that takes a lineage's slug:
     "api-lineage-detail": api(CURATOR, GET=200, PATCH=200, slug="lineage"),
 
 Upper-case keywords are the methods a permitted user may use and what they
-get; every other method must answer 405. Lower-case keywords say which test
+get; every other method must answer 405. Requests carry no body, so an
+endpoint that validates its input answers POST with 400 (write POST=400). Lower-case keywords say which test
 object fills each URL parameter (see OBJECTS in the `world` fixture).
 Everything under admin/ is one rule: staff only.
 """

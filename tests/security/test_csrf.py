@@ -16,9 +16,10 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from django.conf import settings
+from django.test import Client
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
 
 from curation.models import Review, Sample
 from tests.security.test_authz import (
@@ -91,6 +92,18 @@ def test_every_state_changing_route_accepts_the_token_as_header_or_form_field(wo
             if not outcome_matches(response, expected):
                 wrong.append(f"{method} {url} as {user} with the {way}: got {describe(response)}, expected {expected}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_api_checks_csrf_for_a_session_and_not_for_an_api_token(world):
+    """DRF: a session-authenticated API request needs the token; one with `Authorization: Token` does not."""
+    users, objects = world
+    url = reverse("api-training-set", args=[objects["training_set"]])
+    session = client_for(users, "curator", enforce_csrf_checks=True)
+    refused = session.post(url)
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"], "checked before anything else"
+    key = Token.objects.create(user=users["curator"]).key
+    scripted = Client(enforce_csrf_checks=True).post(url, HTTP_AUTHORIZATION=f"Token {key}")
+    assert scripted.status_code == 405, "no CSRF check: the view itself answers (GET only)"
 
 
 def test_a_token_from_another_session_is_refused(world):

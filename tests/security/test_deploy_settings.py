@@ -87,7 +87,8 @@ def test_secrets_come_only_from_the_environment():
     tree = ast.parse((ROOT / "ouroboros/settings.py").read_text())
     literals = []
     for node in ast.walk(tree):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         for target in targets:
             name = getattr(target, "id", "")
             if any(word in name.upper() for word in SECRET_NAMES) and isinstance(node.value, ast.Constant):
