@@ -7,13 +7,19 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.urls import reverse
+from django.urls import path, reverse
+from rest_framework.authtoken.views import obtain_auth_token
 
 from curation.models import Review, Sample
 from generation.models import GenerationJob
+from ouroboros import urls as root_urls
 from ouroboros.checks import check_upload_folders
 from tests.factories import make_sample
 from tests.security.test_authz import walk
+
+# The project's URLs plus a DRF view that parses a JSON body, as the API's write endpoints do.
+urlpatterns = [path("api/token/", obtain_auth_token, name="api-token"), *root_urls.urlpatterns]
+handler400 = root_urls.handler400
 
 
 def test_an_oversized_body_is_refused_with_the_limit_named_and_nothing_stored(reviewer_client, lineage, settings):
@@ -28,6 +34,16 @@ def test_an_oversized_body_is_refused_with_the_limit_named_and_nothing_stored(re
     sample.refresh_from_db()
     assert (sample.status, sample.answer) == (Sample.Status.PENDING, "The original answer.")
     assert not Review.objects.filter(sample=sample).exists()
+
+
+@pytest.mark.urls(__name__)
+def test_an_oversized_json_body_to_the_api_is_refused_the_same_way(client, db, settings):
+    """DRF (3.17.2 on) parses JSON through request.body, so the same bound applies to the API."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    response = client.post(reverse("api-token"), {"username": "x" * 20_000, "password": "pw"},
+                           content_type="application/json")
+    assert response.status_code == 400
+    assert "larger than the 10,000-byte limit" in response.content.decode()
 
 
 def test_too_many_fields_are_refused_and_nothing_stored(curator_client, lineage, settings):
