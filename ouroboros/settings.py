@@ -186,6 +186,17 @@ OUROBOROS = {
     # Training-set exports: a claimed export whose worker has not reported progress
     # within this many seconds is considered dead and queued again.
     "EXPORT_LEASE_SECONDS": envint("OUROBOROS_EXPORT_LEASE_SECONDS", 600, minimum=5),
+    # Passage imports (see README, "Importing passages"): the largest upload, refused
+    # with 413 before its body is read; the most rows in one file; rows written per
+    # batch (one progress update each); errors listed per import (the rest counted).
+    "IMPORT_MAX_BYTES": envint("OUROBOROS_IMPORT_MAX_BYTES", 50 * 1024 * 1024, minimum=1024),
+    "IMPORT_MAX_ROWS": envint("OUROBOROS_IMPORT_MAX_ROWS", 100_000, minimum=1),
+    "IMPORT_BATCH_SIZE": envint("OUROBOROS_IMPORT_BATCH_SIZE", 500, minimum=1),
+    "IMPORT_MAX_ERRORS_LISTED": envint("OUROBOROS_IMPORT_MAX_ERRORS_LISTED", 100, minimum=1),
+    "IMPORT_LEASE_SECONDS": envint("OUROBOROS_IMPORT_LEASE_SECONDS", 600, minimum=5),
+    # A test hook: sleep this long after each written batch, inside the import's
+    # transaction, so that a test can kill a worker mid-import. 0 (unset) in real use.
+    "IMPORT_TEST_BATCH_DELAY_MS": envint("OUROBOROS_IMPORT_TEST_BATCH_DELAY_MS", 0, minimum=0),
 }
 
 LOGGING = {
