@@ -4,7 +4,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -133,6 +135,7 @@ class ImportDetail(APIView):
     @extend_schema(
         operation_id="import_retrieve",
         summary="An import's status and progress",
+        parameters=[OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The import's id.")],
         responses={
             200: PassageImportSerializer,
             403: OpenApiResponse(DetailSerializer, description="Not logged in, or not a curator."),
@@ -140,6 +143,8 @@ class ImportDetail(APIView):
         },
         tags=["imports"],
     )
-    def get(self, request, pk: int):
-        job = get_object_or_404(PassageImport.objects.defer("data").select_related("lineage"), pk=pk)
+    def get(self, request, pk: str):
+        if not pk.isascii() or not pk.isdigit():
+            raise Http404("No import with this id.")
+        job = get_object_or_404(PassageImport.objects.defer("data").select_related("lineage"), pk=int(pk))
         return Response(PassageImportSerializer(job, context={"request": request}).data)
