@@ -167,6 +167,17 @@ def import_run(*, import_id: int) -> bool:
     token = _claim(import_id)
     if token is None:
         return False
+    try:
+        return _run_claimed(import_id, token)
+    except Exception:
+        # Hand the import back at once (nothing was written), so that the task's retry can claim it.
+        PassageImport.objects.filter(pk=import_id, claim_token=token).update(
+            status=PassageImport.Status.QUEUED, claim_token=None, claimed_until=None, rows_done=0,
+        )
+        raise
+
+
+def _run_claimed(import_id: int, token: uuid.UUID) -> bool:
     job = PassageImport.objects.select_related("lineage").get(pk=import_id)
     try:
         parsed = parse_file(job.format, bytes(job.data), max_rows=_conf("IMPORT_MAX_ROWS"))

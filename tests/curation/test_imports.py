@@ -14,8 +14,8 @@ from rest_framework.authtoken.models import Token
 
 from curation.models import PassageImport, SourcePassage
 from curation.services.imports import import_run, imports_requeue_stale
-from curation.services.lineages import MAX_PASSAGE_CHARS
-from tests.factories import CURATOR, REVIEWER, make_user
+from curation.services.lineages import MAX_PASSAGE_CHARS, passages_insert
+from tests.factories import CURATOR, REVIEWER, make_lineage, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -73,8 +73,10 @@ def test_a_curator_uploads_jsonl_and_the_task_imports_it_after_commit(
 
 
 def test_imported_passages_are_embedded_for_grounding(
-        curator_client, lineage, django_capture_on_commit_callbacks, monkeypatch):
+        curator_client, django_capture_on_commit_callbacks, monkeypatch):
     from ouroboros.celery import app
+
+    lineage = make_lineage(passages=1)
 
     monkeypatch.setitem(app.conf, "task_always_eager", True)
     monkeypatch.setitem(app.conf, "task_eager_propagates", True)
@@ -285,3 +287,31 @@ def test_an_import_another_worker_holds_is_left_alone_until_its_claim_goes_stale
     assert len(queued) == 1
     assert import_run(import_id=job_id) is True
     assert PassageImport.objects.get(pk=job_id).status == "done"
+
+
+def test_a_crash_mid_write_rolls_back_and_hands_the_import_back_for_the_retry(curator_client, lineage, monkeypatch,
+                                                                             settings):
+    from curation.services import imports
+
+    calls = []
+
+    def insert_then_fail(**kwargs):
+        calls.append(passages_insert(**kwargs))
+        if len(calls) == 2:
+            raise ConnectionError("the database went away")
+        return calls[-1]
+
+    monkeypatch.setattr(imports, "passages_insert", insert_then_fail)
+    settings.OUROBOROS = {**settings.OUROBOROS, "IMPORT_BATCH_SIZE": 1}
+    before = lineage.passages.count()
+    response = upload(curator_client, lineage, jsonl(*GOOD, {"text": "A third passage."}))
+    with pytest.raises(ConnectionError):
+        import_run(import_id=response.json()["id"])
+    job = PassageImport.objects.get(pk=response.json()["id"])
+    assert calls == [1, 1], "one batch written, the second one failed"
+    assert lineage.passages.count() == before, "the written batch was rolled back with the rest"
+    assert (job.status, job.claim_token) == ("queued", None)
+
+    monkeypatch.undo()
+    assert import_run(import_id=job.pk) is True
+    assert PassageImport.objects.get(pk=job.pk).imported == 3 and lineage.passages.count() == before + 3
