@@ -117,5 +117,14 @@ def requeue_stale_imports() -> list[int]:
 @shared_task(name="curation.embed_passages", acks_late=True, max_retries=3, soft_time_limit=1800,
              time_limit=1900)
 def embed_passages(lineage_id: int) -> int:
-    """Embed and chunk a lineage's passages that have none yet (after an import), for grounding."""
-    return flagging.passages_embed_missing(lineage_id=lineage_id)
+    """Embed and chunk a lineage's passages that have none yet (after an import), for grounding.
+
+    One chunk of PASSAGE_EMBED_CHUNK_SIZE passages per task; the task queues the
+    next while any remain, so a big import never makes one long task."""
+    from django.conf import settings
+
+    done = flagging.passages_embed_missing(lineage_id=lineage_id,
+                                           limit=settings.OUROBOROS["PASSAGE_EMBED_CHUNK_SIZE"])
+    if flagging.passages_embedding_pending(lineage_id=lineage_id):
+        embed_passages.delay(lineage_id)
+    return done

@@ -72,10 +72,11 @@ def test_a_curator_uploads_jsonl_and_the_task_imports_it_after_commit(
     assert bytes(PassageImport.objects.get(pk=job.pk).data) == b"", "the upload is dropped once imported"
 
 
-def test_imported_passages_are_embedded_for_grounding(
-        curator_client, django_capture_on_commit_callbacks, monkeypatch):
+def test_imported_passages_are_embedded_for_grounding_a_chunk_per_task(
+        curator_client, django_capture_on_commit_callbacks, monkeypatch, settings):
     from ouroboros.celery import app
 
+    settings.OUROBOROS = {**settings.OUROBOROS, "PASSAGE_EMBED_CHUNK_SIZE": 1}  # each task queues the next
     lineage = make_lineage(passages=1)
 
     monkeypatch.setitem(app.conf, "task_always_eager", True)
@@ -84,8 +85,8 @@ def test_imported_passages_are_embedded_for_grounding(
     with django_capture_on_commit_callbacks(execute=True) as queued:
         run(response)
     assert len(queued) == 1, "the embedding is queued once the passages are committed"
-    new = SourcePassage.objects.filter(lineage=lineage, text__startswith="Ribosomes translate").get()
-    assert new.embedding is not None and new.chunks.exists()
+    passages = list(lineage.passages.all())
+    assert len(passages) == 3 and all(p.embedding is not None and p.chunks.exists() for p in passages)
 
 
 def test_csv_and_parquet_import_the_same_way(curator_client, lineage):
