@@ -159,6 +159,63 @@ class PassageChunk(models.Model):
         return f"{self.passage} [{self.position}]"
 
 
+class PassageImport(models.Model):
+    """An uploaded file of passages (JSONL, CSV or Parquet), imported by a Celery task.
+
+    The file's bytes are kept in this row until the import finishes, so that
+    any worker that reaches the database can read them: no shared disk, and the
+    client's file name is only shown, never used as a path.
+    """
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl", "JSON Lines"
+        CSV = "csv", "CSV"
+        PARQUET = "parquet", "Parquet"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    lineage = models.ForeignKey(Lineage, on_delete=models.CASCADE, related_name="imports")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    filename = models.CharField(max_length=255, help_text="The client's name for the file; shown, never opened.")
+    format = models.CharField(max_length=10, choices=Format.choices)
+    skip_bad_lines = models.BooleanField(default=False)
+    data = models.BinaryField(help_text="The uploaded bytes; emptied when the import finishes.")
+    size_bytes = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    imported = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    skipped = models.JSONField(default=list, blank=True, help_text="The first bad rows skipped: {line, field, error}.")
+    skipped_total = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="The first errors that failed it: {line, field, error}.")
+    errors_total = models.PositiveIntegerField(default=0)
+    ignored_columns = models.JSONField(default=list, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "claimed_until"], name="import_status_claim")]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of {self.filename} into {self.lineage_id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
 class DuplicateCluster(models.Model):
     """Samples that are near-duplicates of one another (single linkage through earlier samples).
 

@@ -83,3 +83,48 @@ def refresh_stale_metrics() -> list[int]:
     from curation.services import metrics
 
     return metrics.metrics_refresh_stale()
+
+
+@shared_task(name="curation.import_passages", bind=True, acks_late=True, max_retries=3,
+             soft_time_limit=1800, time_limit=1900)
+def import_passages(self, import_id: int) -> bool:
+    """Import one uploaded passage file. A bad file is recorded by the service, not raised; what is
+    raised (a lost database connection) is retried, then recorded as the import's failure."""
+    from celery.exceptions import MaxRetriesExceededError
+
+    from curation.models import PassageImport
+    from curation.services import imports
+
+    try:
+        return imports.import_run(import_id=import_id)
+    except PassageImport.DoesNotExist:
+        return False
+    except Exception as exc:
+        try:
+            raise self.retry(exc=exc, countdown=min(300, 10 * 2**self.request.retries))
+        except MaxRetriesExceededError:
+            imports.import_fail(import_id=import_id, reason=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+@shared_task(name="curation.requeue_stale_imports", acks_late=True, expires=290)
+def requeue_stale_imports() -> list[int]:
+    from curation.services import imports
+
+    return imports.imports_requeue_stale()
+
+
+@shared_task(name="curation.embed_passages", acks_late=True, max_retries=3, soft_time_limit=1800,
+             time_limit=1900)
+def embed_passages(lineage_id: int) -> int:
+    """Embed and chunk a lineage's passages that have none yet (after an import), for grounding.
+
+    One chunk of PASSAGE_EMBED_CHUNK_SIZE passages per task; the task queues the
+    next while any remain, so a big import never makes one long task."""
+    from django.conf import settings
+
+    done = flagging.passages_embed_missing(lineage_id=lineage_id,
+                                           limit=settings.OUROBOROS["PASSAGE_EMBED_CHUNK_SIZE"])
+    if flagging.passages_embedding_pending(lineage_id=lineage_id):
+        embed_passages.delay(lineage_id)
+    return done

@@ -28,6 +28,12 @@ SCHEDULES = [
         "crontab": {"minute": "*/5"},
         "expire_seconds": 290,
     },
+    {
+        "name": "Re-queue passage imports whose worker died",
+        "task": "curation.requeue_stale_imports",
+        "crontab": {"minute": "*/5"},
+        "expire_seconds": 290,
+    },
 ]
 
 

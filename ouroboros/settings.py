@@ -232,6 +232,19 @@ OUROBOROS = {
     # How many reverse proxies stand in front of the app and append to
     # X-Forwarded-For; 0 trusts no header and counts by REMOTE_ADDR.
     "TRUSTED_PROXY_COUNT": envint("OUROBOROS_TRUSTED_PROXY_COUNT", 0, minimum=0),
+    # Passage imports (see README, "Importing passages"): the largest upload, refused
+    # with 413 before its body is read; the most rows in one file; rows written per
+    # batch (one progress update each); errors listed per import (the rest counted).
+    "IMPORT_MAX_BYTES": envint("OUROBOROS_IMPORT_MAX_BYTES", 50 * 1024 * 1024, minimum=1024),
+    "IMPORT_MAX_ROWS": envint("OUROBOROS_IMPORT_MAX_ROWS", 100_000, minimum=1),
+    "IMPORT_BATCH_SIZE": envint("OUROBOROS_IMPORT_BATCH_SIZE", 500, minimum=1),
+    "IMPORT_MAX_ERRORS_LISTED": envint("OUROBOROS_IMPORT_MAX_ERRORS_LISTED", 100, minimum=1),
+    "IMPORT_LEASE_SECONDS": envint("OUROBOROS_IMPORT_LEASE_SECONDS", 600, minimum=5),
+    # Passages embedded (and chunked) per `curation.embed_passages` task after an import.
+    "PASSAGE_EMBED_CHUNK_SIZE": envint("OUROBOROS_PASSAGE_EMBED_CHUNK_SIZE", 1000, minimum=1),
+    # A test hook: sleep this long after each written batch, inside the import's
+    # transaction, so that a test can kill a worker mid-import. 0 (unset) in real use.
+    "IMPORT_TEST_BATCH_DELAY_MS": envint("OUROBOROS_IMPORT_TEST_BATCH_DELAY_MS", 0, minimum=0),
 }
 
 LOGGING = {

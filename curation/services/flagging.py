@@ -34,15 +34,19 @@ def sample_flag_later(*, sample_id: int) -> None:
     transaction.on_commit(lambda: flag_sample.delay(sample_id))
 
 
-def passages_embed_missing(*, lineage_id: int) -> int:
+def passages_embed_missing(*, lineage_id: int, limit: int | None = None) -> int:
     """Embed the lineage's passages that have no embedding yet and cut them into chunks; returns how many.
 
+    `limit` bounds the passages taken (of each kind) in one call, so that a big
+    import is embedded a chunk per task (`curation.embed_passages`).
     Two workers may do this at once: chunks are unique per (passage, position)
     and inserted with ignore_conflicts, embeddings are the same either way.
     """
-    missing = list(SourcePassage.objects.filter(lineage_id=lineage_id, embedding__isnull=True).only("id", "text"))
+    missing = list(SourcePassage.objects.filter(lineage_id=lineage_id, embedding__isnull=True)
+                   .only("id", "text").order_by("id")[:limit])
     unchunked = list(
         SourcePassage.objects.filter(lineage_id=lineage_id, chunks__isnull=True).only("id", "text", "lineage_id")
+        .order_by("id")[:limit]
     )
     if not missing and not unchunked:
         return 0
@@ -59,6 +63,12 @@ def passages_embed_missing(*, lineage_id: int) -> int:
             ignore_conflicts=True,
         )
     return len(missing)
+
+
+def passages_embedding_pending(*, lineage_id: int) -> bool:
+    """Whether the lineage has passages still to embed or to cut into chunks."""
+    passages = SourcePassage.objects.filter(lineage_id=lineage_id)
+    return passages.filter(embedding__isnull=True).exists() or passages.filter(chunks__isnull=True).exists()
 
 
 def _hnsw_settings() -> None:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import hashlib
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from curation.models import Generation, Lineage, LineagePolicy, SourcePassage
 
 MAX_PASSAGE_CHARS = 20_000
+# The first key of the advisory lock taken by writers of a lineage's passages (the second is the lineage's id).
+PASSAGE_LOCK_CLASS = 0x50A5
 
 
 class CorpusError(ValueError):
@@ -25,6 +27,49 @@ def lineage_create(*, name: str, slug: str, description: str = "") -> Lineage:
     return lineage
 
 
+def passage_build(*, lineage: Lineage, text: str, title: str = "") -> SourcePassage:
+    """An unsaved passage with normalised text (whitespace collapsed) and its content hash.
+
+    Raises CorpusError (without naming the passage: the caller knows where it came from)
+    when the text is empty or longer than MAX_PASSAGE_CHARS.
+    """
+    text = " ".join(str(text).split())
+    if not text:
+        raise CorpusError("has no text")
+    if len(text) > MAX_PASSAGE_CHARS:
+        raise CorpusError(f"is {len(text)} characters; the limit is {MAX_PASSAGE_CHARS}")
+    return SourcePassage(
+        lineage=lineage,
+        title=str(title)[:300],
+        text=text,
+        content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    )
+
+
+def passages_insert(*, lineage_id: int, rows: list[SourcePassage]) -> int:
+    """Insert the passages not yet in the lineage; returns how many were new.
+
+    Must run inside the caller's transaction. Writers of one lineage's passages
+    take a transaction-scoped advisory lock first, so that two imports counting
+    "new" against "already stored" cannot both count the same text as new.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("passages_insert must run inside a transaction")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [PASSAGE_LOCK_CLASS, lineage_id])
+    existing = set(
+        SourcePassage.objects.filter(lineage_id=lineage_id, content_hash__in=[row.content_hash for row in rows])
+        .values_list("content_hash", flat=True)
+    )
+    new, seen = [], set(existing)
+    for row in rows:
+        if row.content_hash not in seen:
+            seen.add(row.content_hash)
+            new.append(row)
+    SourcePassage.objects.bulk_create(new, batch_size=500)
+    return len(new)
+
+
 def passages_add(*, lineage: Lineage, passages: list[dict]) -> int:
     """Add passages ({"title", "text"}), skipping ones already present; all or nothing.
 
@@ -32,21 +77,9 @@ def passages_add(*, lineage: Lineage, passages: list[dict]) -> int:
     """
     rows = []
     for number, item in enumerate(passages, start=1):
-        text = " ".join(str(item.get("text", "")).split())
-        if not text:
-            raise CorpusError(f"passage {number} has no text")
-        if len(text) > MAX_PASSAGE_CHARS:
-            raise CorpusError(f"passage {number} is {len(text)} characters; the limit is {MAX_PASSAGE_CHARS}")
-        rows.append(
-            SourcePassage(
-                lineage=lineage,
-                title=str(item.get("title", ""))[:300],
-                text=text,
-                content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            )
-        )
+        try:
+            rows.append(passage_build(lineage=lineage, text=item.get("text", ""), title=item.get("title", "")))
+        except CorpusError as exc:
+            raise CorpusError(f"passage {number} {exc}") from None
     with transaction.atomic():
-        existing = set(SourcePassage.objects.filter(lineage=lineage).values_list("content_hash", flat=True))
-        new = [row for row in rows if row.content_hash not in existing]
-        SourcePassage.objects.bulk_create(new, ignore_conflicts=True)
-    return len(new)
+        return passages_insert(lineage_id=lineage.pk, rows=rows)
