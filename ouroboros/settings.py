@@ -158,7 +158,14 @@ OUROBOROS = {
     "OPENAI_BASE_URL": envstr("OUROBOROS_OPENAI_BASE_URL", ""),
     "OPENAI_MODEL": envstr("OUROBOROS_OPENAI_MODEL", ""),
     "OPENAI_API_KEY_ENV": envstr("OUROBOROS_OPENAI_API_KEY_ENV", "OPENAI_API_KEY"),
+    # Seconds one backend request may take. A request that times out is sent
+    # again, BACKEND_ITEM_ATTEMPTS tries in all, BACKEND_RETRY_DELAY seconds
+    # apart (doubling); then that item fails with the timeout as its reason and
+    # the job goes on. Other transient errors retry the whole chunk (see
+    # generation/tasks.py). Keep TIMEOUT x ITEM_ATTEMPTS well under JOB_LEASE_SECONDS.
     "BACKEND_TIMEOUT": envfloat("OUROBOROS_BACKEND_TIMEOUT", 120.0),
+    "BACKEND_ITEM_ATTEMPTS": envint("OUROBOROS_BACKEND_ITEM_ATTEMPTS", 3, minimum=1),
+    "BACKEND_RETRY_DELAY": envfloat("OUROBOROS_BACKEND_RETRY_DELAY", 2.0),
     "LLAMA_THREADS": envint("OUROBOROS_LLAMA_THREADS", 2, minimum=1),
     "LLAMA_CONTEXT": envint("OUROBOROS_LLAMA_CONTEXT", 2048, minimum=512),
     "JOB_CHUNK_SIZE": envint("OUROBOROS_JOB_CHUNK_SIZE", 4, minimum=1),

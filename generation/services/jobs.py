@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,7 +18,7 @@ from django.utils import timezone
 from curation.models import Generation, Lineage, Sample, SourcePassage
 from curation.selectors import lineage_open_generation
 
-from generation.backends import BackendError, get_backend
+from generation.backends import BackendError, BackendTimeout, get_backend
 from generation.dialogue import InvalidOutput, Prompts, run_dialogue
 from generation.errors import JobError
 from generation.models import GenerationFailure, GenerationJob
@@ -162,11 +163,33 @@ def _refresh_progress(job_id: int) -> GenerationJob:
     return job
 
 
+def _retrying_timeouts(call):
+    """Run `call()`; when the backend times out, send the same request again.
+
+    `BACKEND_ITEM_ATTEMPTS` tries in all, `BACKEND_RETRY_DELAY` seconds apart,
+    doubling. The last timeout propagates, for the caller to fail the item.
+    """
+    conf = settings.OUROBOROS
+    attempts = conf["BACKEND_ITEM_ATTEMPTS"]
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except BackendTimeout as exc:
+            if attempt == attempts:
+                raise
+            delay = conf["BACKEND_RETRY_DELAY"] * 2 ** (attempt - 1)
+            log.warning("backend timed out (try %s of %s), trying again in %.1fs: %s", attempt, attempts, delay, exc)
+            time.sleep(delay)
+
+
 def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> tuple[SourcePassage, object] | str:
     """Run the dialogue for one item: (passage, result), or the reason it failed.
 
-    Invalid outputs are retried with a new seed; a permanent backend error fails
-    the item at once; a transient one propagates to the task's retry policy.
+    Invalid outputs are retried with a new seed; a backend that times out is
+    asked again (`_retrying_timeouts`) and then the item fails with the timeout
+    as its reason, so one hanging prompt does not stop the job; a permanent
+    backend error fails the item at once; any other transient one propagates to
+    the task's retry policy (the backend as a whole looks unwell).
     """
     lineage = job.lineage
     rng = random.Random(job.seed + index)
@@ -174,7 +197,7 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
     for attempt in range(ATTEMPTS_PER_ITEM):
         passage = passage_pick(lineage=lineage, rng=rng)
         try:
-            result = run_dialogue(
+            result = _retrying_timeouts(lambda: run_dialogue(
                 backend=backend,
                 passage_text=passage.text,
                 answers=lineage.student_answers,
@@ -182,10 +205,12 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
                 seed=(job.seed + index * 7919 + attempt) % (2**31),
                 prompts=prompts,
                 critique=lineage.critique,
-            )
+            ))
         except InvalidOutput as exc:
             reason = str(exc)
             continue
+        except BackendTimeout as exc:
+            return f"backend timed out {settings.OUROBOROS['BACKEND_ITEM_ATTEMPTS']} times: {exc}"
         except BackendError as exc:
             if exc.permanent:
                 return f"backend error: {exc}"
