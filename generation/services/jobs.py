@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -219,6 +219,23 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
     return f"no valid output after {ATTEMPTS_PER_ITEM} attempts: {reason}"
 
 
+def _release_after_lost_connection(job_id: int, token: uuid.UUID) -> None:
+    """The database connection broke mid-chunk: give the claim back on a fresh one.
+
+    The task then retries (ouroboros.retry) and takes the job again at once,
+    instead of waiting out the lease. Samples stored before the break are
+    committed (one transaction each) and the retry skips them. When the database
+    is still unreachable, the lease runs out and the periodic sweep re-queues the job.
+    """
+    if connection.in_atomic_block:  # an outer transaction owns the connection; leave it to its owner
+        return
+    connection.close()
+    try:
+        GenerationJob.objects.filter(pk=job_id, claim_token=token).update(claim_token=None, claimed_until=None)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("job %s: could not release the claim after losing the database: %s", job_id, exc)
+
+
 def job_run_chunk(*, job_id: int) -> ChunkOutcome:
     """Produce the next chunk of a job's items, then queue the chunk after it.
 
@@ -228,7 +245,8 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
        a chunk that runs twice stores nothing twice.
     3. Record progress; finish the job, or release the claim and queue the next chunk.
 
-    A transient backend error releases the claim and propagates, for the task to retry.
+    A transient backend error, or a lost database connection, releases the claim
+    and propagates, for the task to retry.
     """
     token = _claim(job_id)
     if token is None:
@@ -253,6 +271,9 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
         GenerationJob.objects.filter(pk=job_id, claim_token=token).update(
             claim_token=None, claimed_until=None, last_error=str(exc)[:2000]
         )
+        raise
+    except (OperationalError, InterfaceError):
+        _release_after_lost_connection(job_id, token)
         raise
 
     job = _refresh_progress(job_id)
