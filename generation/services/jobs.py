@@ -32,9 +32,15 @@ ATTEMPTS_PER_ITEM = 3
 
 
 def _enqueue_chunk(job_id: int) -> None:
+    """Queue the job's next chunk once the transaction commits.
+
+    `robust`: when the broker is down the message is lost but the caller goes
+    on (the job row is committed and the error is logged); the periodic sweep
+    `jobs_requeue_stale` queues the chunk once the broker is back.
+    """
     from generation.tasks import run_job_chunk  # tasks import services; import late to avoid a cycle
 
-    transaction.on_commit(lambda: run_job_chunk.delay(job_id))
+    transaction.on_commit(lambda: run_job_chunk.delay(job_id), robust=True)
 
 
 def job_create(*, lineage: Lineage, requested: int, created_by=None, seed: int | None = None,
@@ -316,13 +322,16 @@ def job_fail(*, job_id: int, reason: str) -> None:
     )
 
 
-def jobs_requeue_stale(*, idle_seconds: int = 120) -> list[int]:
+def jobs_requeue_stale(*, idle_seconds: int | None = None) -> list[int]:
     """Queue a chunk for every active job that nobody is working on.
 
     That is a job whose claim expired (its worker died mid-chunk) or an
-    unclaimed job untouched for `idle_seconds` (its next-chunk message was
-    lost). Queuing twice is harmless: the chunk claims the job first.
+    unclaimed job untouched for `idle_seconds` (default JOB_IDLE_SECONDS: its
+    next-chunk message was lost, e.g. with a Redis that restarted empty).
+    Queuing twice is harmless: the chunk claims the job first.
     """
+    if idle_seconds is None:
+        idle_seconds = settings.OUROBOROS["JOB_IDLE_SECONDS"]
     now = timezone.now()
     stale = GenerationJob.objects.filter(status__in=GenerationJob.ACTIVE).filter(
         Q(claimed_until__lt=now) | Q(claimed_until__isnull=True, updated_at__lt=now - timedelta(seconds=idle_seconds))

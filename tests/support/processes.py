@@ -145,25 +145,27 @@ def celery_app_broker(url: str):
     """Point this process's Celery app (what views and services publish with) at another broker.
 
     The app caches a connection pool and a producer pool built from the URL it
-    first saw; both are dropped so that the next publish connects to `url`, and
-    dropped again on the way out.
+    first saw; it forgets both so that the next publish connects to `url`, and
+    forgets them again on the way out. (Not closed: kombu keeps pools in a
+    registry keyed by URL, and the old URL's pool is picked up again afterwards.)
     """
     from ouroboros.celery import app
 
     def reset_pools() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
-            app._pool = None
+        app._pool = None
         app.amqp._producer_pool = None
 
-    previous = app.conf.broker_url
+    keys = ("broker_url", "broker_write_url")  # the write URL was resolved from the first; set both
+    previous = {key: getattr(app.conf, key) for key in keys}
     reset_pools()
-    app.conf.broker_url = url
+    for key in keys:
+        setattr(app.conf, key, url)
     try:
         yield app
     finally:
         reset_pools()
-        app.conf.broker_url = previous
+        for key, value in previous.items():
+            setattr(app.conf, key, value)
 
 
 def database_backend_pids(*, application_name: str) -> list[int]:
@@ -171,3 +173,11 @@ def database_backend_pids(*, application_name: str) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [application_name])
         return [row[0] for row in cursor.fetchall()]
+
+
+def queued(queue: str) -> int:
+    """How many messages wait in a queue of this process's broker (Redis: the length of its list)."""
+    from ouroboros.celery import app
+
+    with app.connection_for_write() as conn:
+        return conn.default_channel.client.llen(queue)
