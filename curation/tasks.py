@@ -6,9 +6,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from curation.models import FlagRun, Generation, Sample, TrainingSetExport
 from curation.services import flagging, reflag
+from ouroboros.retry import retry_on_lost_database
 
 
-@shared_task(name="curation.flag_sample", acks_late=True, max_retries=3, soft_time_limit=300, time_limit=360)
+@shared_task(name="curation.flag_sample", acks_late=True, soft_time_limit=300, time_limit=360,
+             **retry_on_lost_database())
 def flag_sample(sample_id: int) -> int:
     try:
         return len(flagging.sample_flag(sample_id=sample_id))
@@ -66,8 +68,8 @@ def requeue_stale_exports() -> list[int]:
     return exports.exports_requeue_stale()
 
 
-@shared_task(name="curation.compute_generation_metrics", acks_late=True, max_retries=2,
-             soft_time_limit=1800, time_limit=1900)
+@shared_task(name="curation.compute_generation_metrics", acks_late=True, soft_time_limit=1800, time_limit=1900,
+             **retry_on_lost_database(max_retries=2))
 def compute_generation_metrics(generation_id: int) -> bool:
     from curation.services import metrics
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import MaxRetriesExceededError
 
+from ouroboros.retry import retry_on_lost_database
+
 from . import services
 from .backends import BackendError
 
@@ -12,9 +14,11 @@ from .backends import BackendError
     name="generation.run_job_chunk",
     bind=True,
     acks_late=True,
-    max_retries=5,
     soft_time_limit=1500,
     time_limit=1800,
+    # One count for both policies: a lost database connection (below) and a
+    # transient backend error (the chunk is retried 10 s, 20 s, 40 s... later).
+    **retry_on_lost_database(max_retries=5),
 )
 def run_job_chunk(self, job_id: int) -> dict:
     try:

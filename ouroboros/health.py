@@ -37,8 +37,17 @@ def _database() -> dict:
 
 
 def _broker() -> dict:
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
+    """One try on a fresh connection, bounded by HEALTH_BROKER_TIMEOUT.
+
+    No retry and no pooled connection: a health check must say "down" at once
+    (a refused connection answers in milliseconds, a Redis that accepts and
+    never answers within the timeout) rather than wait out kombu's reconnect
+    backoff, which took 2 s a request here.
+    """
+    timeout = settings.OUROBOROS["HEALTH_BROKER_TIMEOUT"]
+    with app.connection_for_write(connect_timeout=timeout, transport_options={
+            "socket_connect_timeout": timeout, "socket_timeout": timeout}) as conn:
+        conn.ensure_connection(max_retries=0)
         client = conn.default_channel.client
         client.ping()
         queued = {name: client.llen(name) for name in ("generation", "curation")}

@@ -195,14 +195,26 @@ OUROBOROS = {
     "OPENAI_BASE_URL": envstr("OUROBOROS_OPENAI_BASE_URL", ""),
     "OPENAI_MODEL": envstr("OUROBOROS_OPENAI_MODEL", ""),
     "OPENAI_API_KEY_ENV": envstr("OUROBOROS_OPENAI_API_KEY_ENV", "OPENAI_API_KEY"),
+    # Seconds one backend request may take. A request that times out is sent
+    # again, BACKEND_ITEM_ATTEMPTS tries in all, BACKEND_RETRY_DELAY seconds
+    # apart (doubling); then that item fails with the timeout as its reason and
+    # the job goes on. Other transient errors retry the whole chunk (see
+    # generation/tasks.py). Keep TIMEOUT x ITEM_ATTEMPTS well under JOB_LEASE_SECONDS.
     "BACKEND_TIMEOUT": envfloat("OUROBOROS_BACKEND_TIMEOUT", 120.0),
+    "BACKEND_ITEM_ATTEMPTS": envint("OUROBOROS_BACKEND_ITEM_ATTEMPTS", 3, minimum=1),
+    "BACKEND_RETRY_DELAY": envfloat("OUROBOROS_BACKEND_RETRY_DELAY", 2.0),
     "LLAMA_THREADS": envint("OUROBOROS_LLAMA_THREADS", 2, minimum=1),
     "LLAMA_CONTEXT": envint("OUROBOROS_LLAMA_CONTEXT", 2048, minimum=512),
     "JOB_CHUNK_SIZE": envint("OUROBOROS_JOB_CHUNK_SIZE", 4, minimum=1),
     # A claimed chunk whose worker has not finished within this many seconds is
     # considered dead and re-queued by the periodic sweep.
     "JOB_LEASE_SECONDS": envint("OUROBOROS_JOB_LEASE_SECONDS", 600, minimum=5),
-    # Flagging.
+    # An active, unclaimed job untouched this long lost its next-chunk message
+    # (a Redis restart empties the queues); the periodic sweep queues it again.
+    "JOB_IDLE_SECONDS": envint("OUROBOROS_JOB_IDLE_SECONDS", 120, minimum=1),
+    # Flagging. A sample still unflagged this long after it was stored lost its
+    # flag_sample message (a dead worker, a Redis restart); the sweep queues it again.
+    "FLAG_MISSING_AFTER_SECONDS": envint("OUROBOROS_FLAG_MISSING_AFTER_SECONDS", 120, minimum=1),
     "EMBEDDING_MODEL": envstr("OUROBOROS_EMBEDDING_MODEL", ""),  # empty: all-MiniLM-L6-v2 from its wheel
     "EMBEDDING_DIM": 384,
     "EMBEDDING_THREADS": envint("OUROBOROS_EMBEDDING_THREADS", 2, minimum=1),
@@ -220,6 +232,7 @@ OUROBOROS = {
     "HNSW_EF_SEARCH": envint("OUROBOROS_HNSW_EF_SEARCH", 100, minimum=1),
     "REFLAG_CHUNK_SIZE": envint("OUROBOROS_REFLAG_CHUNK_SIZE", 50, minimum=1),
     "HEALTH_WORKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_WORKER_TIMEOUT", 1.0),
+    "HEALTH_BROKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_BROKER_TIMEOUT", 1.0),
     # Training-set exports: a claimed export whose worker has not reported progress
     # within this many seconds is considered dead and queued again.
     "EXPORT_LEASE_SECONDS": envint("OUROBOROS_EXPORT_LEASE_SECONDS", 600, minimum=5),

@@ -28,10 +28,15 @@ DETECTOR_VERSION = f"{detectors.DUPLICATE_VERSION}+{detectors.HALLUCINATION_VERS
 
 
 def sample_flag_later(*, sample_id: int) -> None:
-    """Queue flagging for after the surrounding transaction commits."""
+    """Queue flagging for after the surrounding transaction commits.
+
+    `robust`: a broker outage must not stop the generation that stored the
+    sample; the message is lost (the error is logged) and the sweep
+    `samples_flag_missing` queues the sample again once the broker is back.
+    """
     from curation.tasks import flag_sample
 
-    transaction.on_commit(lambda: flag_sample.delay(sample_id))
+    transaction.on_commit(lambda: flag_sample.delay(sample_id), robust=True)
 
 
 def passages_embed_missing(*, lineage_id: int, limit: int | None = None) -> int:
@@ -290,10 +295,14 @@ def samples_flag(*, sample_ids: list[int]) -> int:
     return len(samples)
 
 
-def samples_flag_missing(*, limit: int = 500) -> list[int]:
-    """Queue flagging for samples that never got flags (a lost message, a dead worker)."""
+def samples_flag_missing(*, limit: int = 500, older_than_s: int | None = None) -> list[int]:
+    """Queue flagging for samples that never got flags (a lost message, a dead worker, a Redis
+    that restarted empty); only those older than `older_than_s` (default FLAG_MISSING_AFTER_SECONDS),
+    so that samples whose message is merely waiting in the queue are left alone."""
+    if older_than_s is None:
+        older_than_s = settings.OUROBOROS["FLAG_MISSING_AFTER_SECONDS"]
     ids = list(
-        Sample.objects.filter(flagged_at__isnull=True, created_at__lt=timezone.now() - timedelta(minutes=2))
+        Sample.objects.filter(flagged_at__isnull=True, created_at__lt=timezone.now() - timedelta(seconds=older_than_s))
         .order_by("id")
         .values_list("id", flat=True)[:limit]
     )

@@ -8,7 +8,7 @@ from functools import lru_cache
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .base import Backend, BackendConfig, BackendError, Completion, GenerationParams, Message
+from .base import Backend, BackendConfig, BackendError, BackendTimeout, Completion, GenerationParams, Message
 
 REGISTRY: dict[str, str] = {
     "llama_cpp": "generation.backends.llama_cpp.LlamaCppBackend",
@@ -41,6 +41,7 @@ __all__ = [
     "Backend",
     "BackendConfig",
     "BackendError",
+    "BackendTimeout",
     "Completion",
     "GenerationParams",
     "Message",

@@ -48,6 +48,20 @@ class BackendError(Exception):
         self.permanent = permanent
 
 
+class BackendTimeout(BackendError):
+    """The backend did not answer within its timeout.
+
+    Transient, but about one request rather than the backend as a whole: a
+    prompt that sends a model into an endless generation hangs every time it is
+    asked, while the next item's prompt may be fine. So a job retries the item a
+    few times (`OUROBOROS_BACKEND_ITEM_ATTEMPTS`) and then fails that item with
+    this message, instead of failing the whole job.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, permanent=False)
+
+
 class Backend(Protocol):
     name: str
     model: str

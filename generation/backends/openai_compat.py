@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
-from .base import BackendConfig, BackendError, Completion, GenerationParams, Message
+from .base import BackendConfig, BackendError, BackendTimeout, Completion, GenerationParams, Message
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
 MAX_ERROR_BODY = 300
@@ -76,10 +76,10 @@ class OpenAICompatBackend:
             transient = exc.code in TRANSIENT_STATUS or exc.code >= 500
             raise BackendError(f"{self.url} answered HTTP {exc.code}: {detail}", permanent=not transient) from exc
         except (TimeoutError, socket.timeout) as exc:
-            raise BackendError(f"{self.url} did not answer within {self.timeout:g}s", permanent=False) from exc
+            raise BackendTimeout(f"{self.url} did not answer within {self.timeout:g}s") from exc
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                raise BackendError(f"{self.url} did not answer within {self.timeout:g}s", permanent=False) from exc
+                raise BackendTimeout(f"{self.url} did not answer within {self.timeout:g}s") from exc
             raise BackendError(f"cannot reach {self.url}: {exc.reason}", permanent=False) from exc
         except (ConnectionError, OSError) as exc:
             raise BackendError(f"connection to {self.url} failed: {exc}", permanent=False) from exc

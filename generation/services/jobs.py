@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -17,7 +18,7 @@ from django.utils import timezone
 from curation.models import Generation, Lineage, Sample, SourcePassage
 from curation.selectors import lineage_open_generation
 
-from generation.backends import BackendError, get_backend
+from generation.backends import BackendError, BackendTimeout, get_backend
 from generation.dialogue import InvalidOutput, Prompts, run_dialogue
 from generation.errors import JobError
 from generation.models import GenerationFailure, GenerationJob
@@ -31,9 +32,15 @@ ATTEMPTS_PER_ITEM = 3
 
 
 def _enqueue_chunk(job_id: int) -> None:
+    """Queue the job's next chunk once the transaction commits.
+
+    `robust`: when the broker is down the message is lost but the caller goes
+    on (the job row is committed and the error is logged); the periodic sweep
+    `jobs_requeue_stale` queues the chunk once the broker is back.
+    """
     from generation.tasks import run_job_chunk  # tasks import services; import late to avoid a cycle
 
-    transaction.on_commit(lambda: run_job_chunk.delay(job_id))
+    transaction.on_commit(lambda: run_job_chunk.delay(job_id), robust=True)
 
 
 def job_create(*, lineage: Lineage, requested: int, created_by=None, seed: int | None = None,
@@ -162,11 +169,33 @@ def _refresh_progress(job_id: int) -> GenerationJob:
     return job
 
 
+def _retrying_timeouts(call):
+    """Run `call()`; when the backend times out, send the same request again.
+
+    `BACKEND_ITEM_ATTEMPTS` tries in all, `BACKEND_RETRY_DELAY` seconds apart,
+    doubling. The last timeout propagates, for the caller to fail the item.
+    """
+    conf = settings.OUROBOROS
+    attempts = conf["BACKEND_ITEM_ATTEMPTS"]
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except BackendTimeout as exc:
+            if attempt == attempts:
+                raise
+            delay = conf["BACKEND_RETRY_DELAY"] * 2 ** (attempt - 1)
+            log.warning("backend timed out (try %s of %s), trying again in %.1fs: %s", attempt, attempts, delay, exc)
+            time.sleep(delay)
+
+
 def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> tuple[SourcePassage, object] | str:
     """Run the dialogue for one item: (passage, result), or the reason it failed.
 
-    Invalid outputs are retried with a new seed; a permanent backend error fails
-    the item at once; a transient one propagates to the task's retry policy.
+    Invalid outputs are retried with a new seed; a backend that times out is
+    asked again (`_retrying_timeouts`) and then the item fails with the timeout
+    as its reason, so one hanging prompt does not stop the job; a permanent
+    backend error fails the item at once; any other transient one propagates to
+    the task's retry policy (the backend as a whole looks unwell).
     """
     lineage = job.lineage
     rng = random.Random(job.seed + index)
@@ -174,7 +203,7 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
     for attempt in range(ATTEMPTS_PER_ITEM):
         passage = passage_pick(lineage=lineage, rng=rng)
         try:
-            result = run_dialogue(
+            result = _retrying_timeouts(lambda: run_dialogue(
                 backend=backend,
                 passage_text=passage.text,
                 answers=lineage.student_answers,
@@ -182,16 +211,35 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
                 seed=(job.seed + index * 7919 + attempt) % (2**31),
                 prompts=prompts,
                 critique=lineage.critique,
-            )
+            ))
         except InvalidOutput as exc:
             reason = str(exc)
             continue
+        except BackendTimeout as exc:
+            return f"backend timed out {settings.OUROBOROS['BACKEND_ITEM_ATTEMPTS']} times: {exc}"
         except BackendError as exc:
             if exc.permanent:
                 return f"backend error: {exc}"
             raise
         return passage, result
     return f"no valid output after {ATTEMPTS_PER_ITEM} attempts: {reason}"
+
+
+def _release_after_lost_connection(job_id: int, token: uuid.UUID) -> None:
+    """The database connection broke mid-chunk: give the claim back on a fresh one.
+
+    The task then retries (ouroboros.retry) and takes the job again at once,
+    instead of waiting out the lease. Samples stored before the break are
+    committed (one transaction each) and the retry skips them. When the database
+    is still unreachable, the lease runs out and the periodic sweep re-queues the job.
+    """
+    if connection.in_atomic_block:  # an outer transaction owns the connection; leave it to its owner
+        return
+    connection.close()
+    try:
+        GenerationJob.objects.filter(pk=job_id, claim_token=token).update(claim_token=None, claimed_until=None)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("job %s: could not release the claim after losing the database: %s", job_id, exc)
 
 
 def job_run_chunk(*, job_id: int) -> ChunkOutcome:
@@ -203,7 +251,8 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
        a chunk that runs twice stores nothing twice.
     3. Record progress; finish the job, or release the claim and queue the next chunk.
 
-    A transient backend error releases the claim and propagates, for the task to retry.
+    A transient backend error, or a lost database connection, releases the claim
+    and propagates, for the task to retry.
     """
     token = _claim(job_id)
     if token is None:
@@ -228,6 +277,9 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
         GenerationJob.objects.filter(pk=job_id, claim_token=token).update(
             claim_token=None, claimed_until=None, last_error=str(exc)[:2000]
         )
+        raise
+    except (OperationalError, InterfaceError):
+        _release_after_lost_connection(job_id, token)
         raise
 
     job = _refresh_progress(job_id)
@@ -270,13 +322,16 @@ def job_fail(*, job_id: int, reason: str) -> None:
     )
 
 
-def jobs_requeue_stale(*, idle_seconds: int = 120) -> list[int]:
+def jobs_requeue_stale(*, idle_seconds: int | None = None) -> list[int]:
     """Queue a chunk for every active job that nobody is working on.
 
     That is a job whose claim expired (its worker died mid-chunk) or an
-    unclaimed job untouched for `idle_seconds` (its next-chunk message was
-    lost). Queuing twice is harmless: the chunk claims the job first.
+    unclaimed job untouched for `idle_seconds` (default JOB_IDLE_SECONDS: its
+    next-chunk message was lost, e.g. with a Redis that restarted empty).
+    Queuing twice is harmless: the chunk claims the job first.
     """
+    if idle_seconds is None:
+        idle_seconds = settings.OUROBOROS["JOB_IDLE_SECONDS"]
     now = timezone.now()
     stale = GenerationJob.objects.filter(status__in=GenerationJob.ACTIVE).filter(
         Q(claimed_until__lt=now) | Q(claimed_until__isnull=True, updated_at__lt=now - timedelta(seconds=idle_seconds))

@@ -106,6 +106,41 @@ def test_a_transient_backend_error_releases_the_claim_for_a_retry(lineage, monke
     assert job.claim_token is None and job.is_active and "server busy" in job.last_error
 
 
+def test_a_timeout_is_retried_for_the_item_then_fails_only_that_item(lineage, monkeypatch, settings):
+    from generation.backends import BackendTimeout
+    from generation.backends.fake import FakeBackend
+
+    settings.OUROBOROS = {**settings.OUROBOROS, "BACKEND_ITEM_ATTEMPTS": 2, "BACKEND_RETRY_DELAY": 0}
+    real = FakeBackend.generate
+    calls = []
+
+    def hangs_on_the_first_item(self, messages, params):
+        calls.append(params.seed)
+        if len(calls) <= 2:  # both tries of item 0's first request
+            raise BackendTimeout("http://model/v1/chat/completions did not answer within 1s")
+        return real(self, messages, params)
+
+    monkeypatch.setattr(FakeBackend, "generate", hangs_on_the_first_item)
+    job = job_create(lineage=lineage, requested=2, seed=1, chunk_size=2)
+    run_to_end(job)
+    assert calls[0] == calls[1], "the same request was sent again"
+    assert job.status == GenerationJob.Status.DONE and (job.done_count, job.failed_count) == (1, 1)
+    failure = job.failures.get()
+    assert failure.item_index == 0
+    assert failure.reason == "backend timed out 2 times: http://model/v1/chat/completions did not answer within 1s"
+
+
+def test_every_writing_task_retries_a_lost_database_connection():
+    from django.db import InterfaceError, OperationalError
+
+    from curation.tasks import compute_generation_metrics, flag_sample
+    from generation.tasks import run_job_chunk
+
+    for task in (flag_sample, run_job_chunk, compute_generation_metrics):
+        assert set(task.autoretry_for) == {OperationalError, InterfaceError}, task.name
+        assert task.retry_backoff and task.retry_jitter and task.max_retries >= 2, task.name
+
+
 @pytest.mark.parametrize("requested", [0, -1, 10_001])
 def test_it_refuses_job_sizes_out_of_range(lineage, requested):
     with pytest.raises(JobError, match="1 to 10000"):
