@@ -112,6 +112,9 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "curation.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": None,
+    # JSON bodies only (a view that takes a file names its own parsers), so the schema
+    # describes exactly one request encoding.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

@@ -49,6 +49,21 @@ class IdCursorPagination(CursorPagination):
         chosen = getattr(view, "cursor_ordering", None)
         return chosen(request) if chosen else self.ordering
 
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ValidationError({self.page_size_query_param: [f"a whole number from 1 to {self.max_page_size}"]})
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update({"minimum": 1, "maximum": self.max_page_size, "default": self.page_size})
+        return parameters
+
     def decode_cursor(self, request):
         try:
             cursor = super().decode_cursor(request)

@@ -6,8 +6,10 @@ wins, leases, reasons, undo) are the services', the same the review page calls.
 from __future__ import annotations
 
 import django_filters
+from django import forms
 from django.db.models import Exists, OuterRef
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -36,9 +38,14 @@ from curation.services.review import (
 ORDERINGS = {"id": ("id",), "-id": ("-id",), "-risk": ("-risk", "id")}
 
 
+@extend_schema_field(OpenApiTypes.INT)
+class IntegerFilter(django_filters.NumberFilter):
+    field_class = forms.IntegerField
+
+
 class SampleFilter(django_filters.FilterSet):
-    generation = django_filters.NumberFilter(method="by_generation", min_value=0, max_value=1_000_000,
-                                             help_text="The generation's number.")
+    generation = IntegerFilter(method="by_generation", min_value=0, max_value=1_000_000,
+                               help_text="The generation's number.")
     status = django_filters.ChoiceFilter(choices=Sample.Status.choices)
     flag = django_filters.ChoiceFilter(choices=[("none", "No flag"), *Flag.Kind.choices], method="by_flag",
                                        help_text="Samples carrying a flag of this kind; `none`: no flag at all.")
@@ -67,13 +74,13 @@ class SampleFilter(django_filters.FilterSet):
     def by_nothing(self, queryset, name, value):
         return queryset
 
-    def is_valid(self):
+    def is_valid(self) -> bool:
         valid = super().is_valid()
-        if valid:
-            low, high = self.form.cleaned_data.get("min_risk"), self.form.cleaned_data.get("max_risk")
-            if low is not None and high is not None and low > high:
-                self.form.add_error("max_risk", "the risk range is empty: max_risk is below min_risk")
-                return False
+        # A parameter sent empty (`?status=`) is a mistake, not "no filter".
+        for name in self.filters:
+            if name in self.data and self.data[name] == "":
+                self.form.add_error(name, "an empty value; leave the parameter out instead")
+                valid = False
         return valid
 
     @property
@@ -125,7 +132,7 @@ class SampleDecide(APIView):
     @extend_schema(summary="Decide a sample: accept, reject with a reason, or edit and accept",
                    description="The same rule as the review queue: of two decisions at once exactly one wins, the "
                                "other gets 409; so does a sample leased to another reviewer or already decided.",
-                   request=s.DecisionSerializer,
+                   request=s.DECISION_BODY,
                    responses={201: s.ReviewSerializer, **errors(BAD_REQUEST, NOT_FOUND, CONFLICT)})
     def post(self, request, pk: int):
         sample = get_object(Sample.objects.select_related("lineage"), "sample", pk=pk)
@@ -185,9 +192,7 @@ class QueueNext(APIView):
         lineage = get_lineage(slug)
         data = s.QueueNextSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        filters = QueueFilter(**data.validated_data)
-        if filters.min_risk is not None and filters.max_risk is not None and filters.min_risk > filters.max_risk:
-            raise field_error("max_risk", "the risk range is empty: max_risk is below min_risk")
+        filters = QueueFilter(**data.validated_data)  # an empty risk range is an empty queue: 204
         sample = sample_lease_next(reviewer=request.user, lineage=lineage, filters=filters)
         if sample is None:
             return Response(status=status.HTTP_204_NO_CONTENT)

@@ -7,7 +7,7 @@ which door a request came in by.
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from curation.models import (
@@ -30,6 +30,49 @@ from generation.services import MAX_JOB_SIZE
 
 MAX_PASSAGES_PER_REQUEST = 1000
 MAX_SEED = 2**31 - 1
+
+
+# Strict JSON types. DRF's fields coerce ("0.5" to 0.5, 3 to "3", "yes" to True); a
+# script that sends the wrong type has a bug, and is told so with a 400 naming the field.
+class _Strict:
+    json_types: tuple[type, ...] = ()
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) != (bool in self.json_types) or not isinstance(data, self.json_types):
+            raise serializers.ValidationError(f"expected {self.json_name}, got {type(data).__name__}")
+        return super().to_internal_value(data)
+
+
+class CharField(_Strict, serializers.CharField):
+    json_types, json_name = (str,), "a string"
+
+
+class SlugField(_Strict, serializers.SlugField):
+    json_types, json_name = (str,), "a string"
+
+
+class URLField(_Strict, serializers.URLField):
+    json_types, json_name = (str,), "a string"
+
+
+class RegexField(_Strict, serializers.RegexField):
+    json_types, json_name = (str,), "a string"
+
+
+class ChoiceField(_Strict, serializers.ChoiceField):
+    json_types, json_name = (str,), "a string"
+
+
+class IntegerField(_Strict, serializers.IntegerField):
+    json_types, json_name = (int,), "an integer"
+
+
+class FloatField(_Strict, serializers.FloatField):
+    json_types, json_name = (int, float), "a number"
+
+
+class BooleanField(_Strict, serializers.BooleanField):
+    json_types, json_name = (bool,), "true or false"
 
 
 # ---------------------------------------------------------------- lineages
@@ -65,9 +108,9 @@ class LineageSerializer(serializers.ModelSerializer):
 
 
 class LineageCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    slug = serializers.SlugField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    name = CharField(max_length=200)
+    slug = SlugField(max_length=200)
+    description = CharField(required=False, allow_blank=True, default="", max_length=10_000)
 
     def validate_name(self, value):
         if Lineage.objects.filter(name=value).exists():
@@ -81,16 +124,16 @@ class LineageCreateSerializer(serializers.Serializer):
 
 
 def _fraction(**kwargs):
-    return serializers.FloatField(required=False, min_value=0, max_value=1, **kwargs)
+    return FloatField(required=False, min_value=0, max_value=1, **kwargs)
 
 
 class PolicyUpdateSerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=LineagePolicy.Mode.choices, required=False)
-    min_real_fraction = serializers.FloatField(required=False, min_value=0, max_value=0.99)
-    metrics_seed = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEED)
-    metrics_sample_size = serializers.IntegerField(required=False, min_value=10, max_value=100_000)
-    coverage_radius = serializers.FloatField(required=False, min_value=0, max_value=2)
-    gate_min_samples = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
+    mode = ChoiceField(choices=LineagePolicy.Mode.choices, required=False)
+    min_real_fraction = FloatField(required=False, min_value=0, max_value=0.99)
+    metrics_seed = IntegerField(required=False, min_value=0, max_value=MAX_SEED)
+    metrics_sample_size = IntegerField(required=False, min_value=10, max_value=100_000)
+    coverage_radius = FloatField(required=False, min_value=0, max_value=2)
+    gate_min_samples = IntegerField(required=False, min_value=0, max_value=1_000_000)
     gate_min_diversity_ratio = _fraction(allow_null=True)
     gate_max_duplicate_rate = _fraction(allow_null=True)
     gate_min_coverage = _fraction(allow_null=True)
@@ -100,20 +143,20 @@ class PolicyUpdateSerializer(serializers.Serializer):
 class LineageUpdateSerializer(serializers.Serializer):
     """Every field is optional: only what is sent changes (PATCH)."""
 
-    name = serializers.CharField(required=False, max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
-    backend = serializers.ChoiceField(choices=["", *sorted(REGISTRY)], required=False,
+    name = CharField(required=False, max_length=200)
+    description = CharField(required=False, allow_blank=True, max_length=10_000)
+    backend = ChoiceField(choices=["", *sorted(REGISTRY)], required=False,
                                       help_text="A generator backend; empty uses the server's default.")
-    backend_model = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    backend_base_url = serializers.URLField(required=False, allow_blank=True, max_length=200)
-    backend_api_key_env = serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_]*$|^$", required=False, allow_blank=True,
+    backend_model = CharField(required=False, allow_blank=True, max_length=200)
+    backend_base_url = URLField(required=False, allow_blank=True, max_length=200)
+    backend_api_key_env = RegexField(r"^[A-Za-z_][A-Za-z0-9_]*$|^$", required=False, allow_blank=True,
                                                  max_length=100, help_text="The NAME of the variable, never the key.")
-    critique = serializers.BooleanField(required=False)
-    student_answers = serializers.IntegerField(required=False, min_value=1, max_value=10)
-    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
-    reject_reasons = serializers.ListField(child=serializers.CharField(max_length=60), required=False,
+    critique = BooleanField(required=False)
+    student_answers = IntegerField(required=False, min_value=1, max_value=10)
+    temperature = FloatField(required=False, min_value=0, max_value=2)
+    reject_reasons = serializers.ListField(child=CharField(max_length=60), required=False,
                                            min_length=1, max_length=9)
-    lease_seconds = serializers.IntegerField(required=False, min_value=10, max_value=86_400)
+    lease_seconds = IntegerField(required=False, min_value=10, max_value=86_400)
     overlap_fraction = _fraction()
     duplicate_threshold = _fraction()
     hallucination_threshold = _fraction()
@@ -155,8 +198,8 @@ class PassageSerializer(serializers.ModelSerializer):
 
 
 class PassageInSerializer(serializers.Serializer):
-    title = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
-    text = serializers.CharField(max_length=MAX_PASSAGE_CHARS)
+    title = CharField(required=False, allow_blank=True, default="", max_length=300)
+    text = CharField(max_length=MAX_PASSAGE_CHARS)
 
 
 class PassageBatchSerializer(serializers.Serializer):
@@ -188,8 +231,8 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobCreateSerializer(serializers.Serializer):
-    requested = serializers.IntegerField(min_value=1, max_value=MAX_JOB_SIZE, help_text="Samples the job must end with.")
-    seed = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEED,
+    requested = IntegerField(min_value=1, max_value=MAX_JOB_SIZE, help_text="Samples the job must end with.")
+    seed = IntegerField(required=False, min_value=0, max_value=MAX_SEED,
                                     help_text="Base seed; item i uses seed + i. Random when left out.")
 
 
@@ -254,13 +297,13 @@ class SampleDetailSerializer(SampleSerializer):
 
 
 class DecisionSerializer(serializers.Serializer):
-    decision = serializers.ChoiceField(choices=[(Review.Decision.ACCEPT, "accept"), (Review.Decision.REJECT, "reject"),
+    decision = ChoiceField(choices=[(Review.Decision.ACCEPT, "accept"), (Review.Decision.REJECT, "reject"),
                                                 (Review.Decision.EDIT, "edit and accept")])
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500,
+    reason = CharField(required=False, allow_blank=True, default="", max_length=500,
                                    help_text="For reject: one of the lineage's reasons ('other: <text>' for other).")
-    edited_answer = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_EDIT_CHARS,
+    edited_answer = CharField(required=False, allow_blank=True, default="", max_length=MAX_EDIT_CHARS,
                                           help_text="For edit: the corrected answer.")
-    overlap = serializers.BooleanField(required=False, default=False,
+    overlap = BooleanField(required=False, default=False,
                                        help_text="A blind second review of a double-review sample.")
 
     def validate(self, data):
@@ -271,12 +314,35 @@ class DecisionSerializer(serializers.Serializer):
         return data
 
 
+class _AcceptBody(serializers.Serializer):
+    decision = ChoiceField(choices=[("accept", "accept")])
+    overlap = BooleanField(required=False, default=False)
+
+
+class _RejectBody(_AcceptBody):
+    decision = ChoiceField(choices=[("reject", "reject")])
+    reason = CharField(max_length=500, help_text="One of the lineage's reject reasons "
+                                   "(`reject_reasons` on the sample); `other: <text>` for other.")
+
+
+class _EditBody(_AcceptBody):
+    decision = ChoiceField(choices=[("edit", "edit and accept")])
+    edited_answer = CharField(max_length=MAX_EDIT_CHARS, help_text="The corrected answer.")
+
+
+# The request body's schema, one shape per decision (DecisionSerializer validates all three).
+DECISION_BODY = PolymorphicProxySerializer(
+    component_name="Decision", resource_type_field_name="decision",
+    serializers={"accept": _AcceptBody, "reject": _RejectBody, "edit": _EditBody},
+)
+
+
 class QueueNextSerializer(serializers.Serializer):
-    generation = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
-    flag = serializers.ChoiceField(choices=["", "none", *Flag.Kind.values], required=False, default="")
-    min_risk = serializers.FloatField(required=False, min_value=0, max_value=1)
-    max_risk = serializers.FloatField(required=False, min_value=0, max_value=1)
-    order = serializers.ChoiceField(choices=[value for value, _ in Order.CHOICES], required=False, default=Order.RISK)
+    generation = IntegerField(required=False, min_value=0, max_value=1_000_000)
+    flag = ChoiceField(choices=["", "none", *Flag.Kind.values], required=False, default="")
+    min_risk = FloatField(required=False, min_value=0, max_value=1)
+    max_risk = FloatField(required=False, min_value=0, max_value=1)
+    order = ChoiceField(choices=[value for value, _ in Order.CHOICES], required=False, default=Order.RISK)
 
 
 # ---------------------------------------------------------------- training sets and metrics
@@ -322,7 +388,7 @@ class TrainingSetSerializer(serializers.ModelSerializer):
 
 
 class TrainingSetBuildSerializer(serializers.Serializer):
-    seed = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEED,
+    seed = IntegerField(required=False, min_value=0, max_value=MAX_SEED,
                                     help_text="Seeds the real-data draw and the record order; random when left out.")
 
 

@@ -117,7 +117,8 @@ class TrainingSetDownload(APIView):
 
     @extend_schema(summary="Download an export file or the manifest", parameters=[FORMAT], responses={
         **{(200, content_type): OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
-           for content_type in sorted({*CONTENT_TYPE.values(), "application/json"})},
+           for content_type in sorted(set(CONTENT_TYPE.values()))},
+        (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="The manifest."),
         **errors(NOT_FOUND)})
     def get(self, request, pk: int, fmt: str):
         return training_set_file_response(get_object(TrainingSet.objects.all(), "training set", pk=pk), fmt)

@@ -50,6 +50,7 @@ def test_sample_filters(api, world):
     assert unflagged == {world["samples"][0].pk, world["samples"][1].pk}
     middle = api.get(url, {"min_risk": 0.4, "max_risk": 0.8}).json()["results"]
     assert {s["risk"] for s in middle} == {0.5, 0.7}
+    assert api.get(url, {"min_risk": 0.9, "max_risk": 0.1}).json()["results"] == []
     first = api.get(url, {"generation": 1}).json()["results"]
     assert len(first) == 3 and {s["status"] for s in first} == {"accepted"}
     assert api.get(url, {"generation": 7}).json()["results"] == []
@@ -60,7 +61,10 @@ def test_sample_filters(api, world):
     ({"flag": "spicy"}, "flag"),
     ({"min_risk": "high"}, "min_risk"),
     ({"max_risk": "NaN"}, "max_risk"),
-    ({"min_risk": 0.9, "max_risk": 0.1}, "max_risk"),
+    ({"page_size": "0"}, "page_size"),
+    ({"status": ""}, "status"),
+    ({"generation": "1.5"}, "generation"),
+    ({"page_size": "ten"}, "page_size"),
     ({"generation": "99999999999999999999999"}, "generation"),
     ({"ordering": "question"}, "ordering"),
     ({"cursor": "not-a-cursor!"}, "cursor"),
@@ -167,7 +171,7 @@ def test_jobs_start_cancel_and_refuse(api, world, django_capture_on_commit_callb
     assert api.get(url, {"status": "sleeping"}).json()["errors"][0]["field"] == "status"
     assert api.post(reverse("api-job-cancel", args=[job.pk])).json()["status"] == "cancelled"
     assert api.post(reverse("api-job-cancel", args=[job.pk])).status_code == 409
-    for requested in (0, 10_001, "many", 10**30):
+    for requested in (0, 10_001, "many", "3", 2.5, True, 10**30):
         response = api.post(url, {"requested": requested}, format="json")
         assert response.status_code == 400 and response.json()["errors"][0]["field"] == "requested"
     empty = lineage_create(name="Empty", slug="empty")
