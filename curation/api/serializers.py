@@ -352,9 +352,11 @@ class ExportSerializer(serializers.ModelSerializer):
     progress_percent = serializers.IntegerField(read_only=True)
     download = serializers.SerializerMethodField()
 
+    bytes = serializers.IntegerField(source="size_bytes", read_only=True)
+
     class Meta:
         model = TrainingSetExport
-        fields = ["format", "status", "rows_written", "rows_total", "progress_percent", "sha256", "size_bytes",
+        fields = ["format", "status", "rows_written", "rows_total", "progress_percent", "sha256", "bytes",
                   "error", "started_at", "finished_at", "download"]
 
     def get_download(self, export: TrainingSetExport) -> str | None:
@@ -374,9 +376,15 @@ class TrainingSetSerializer(serializers.ModelSerializer):
     policy = serializers.JSONField(read_only=True)
     manifest = serializers.JSONField(read_only=True)
 
+    # The names the first version of this endpoint used.
+    synthetic = serializers.IntegerField(source="sample_count", read_only=True, help_text="Accepted samples.")
+    real = serializers.IntegerField(source="real_count", read_only=True, help_text="Real passages.")
+    manifest_sha256 = serializers.CharField(source="sha256", read_only=True,
+                                            help_text="sha256 of manifest.json; empty until published.")
+
     class Meta:
         model = TrainingSet
-        fields = ["id", "lineage", "generation", "status", "seed", "policy", "sample_count", "real_count", "sha256",
+        fields = ["id", "lineage", "generation", "status", "seed", "policy", "synthetic", "real", "manifest_sha256",
                   "built_by", "created_at", "published_at", "manifest", "manifest_download", "exports"]
 
     def get_manifest_download(self, training_set: TrainingSet) -> str | None:

@@ -233,7 +233,7 @@ def test_build_publish_and_download_a_training_set(api, world, reviewer, django_
         built = api.post(url, {"seed": 9}, format="json")
     assert built.status_code == 201, built.json()
     body = built.json()
-    assert body["status"] == "exporting" and body["generation"] == 2 and body["sample_count"] == 7
+    assert body["status"] == "exporting" and body["generation"] == 2 and body["synthetic"] == 7
     download = reverse("api-training-set-download", args=[body["id"], "chat"])
     assert api.get(download).status_code == 404 and "not" in api.get(download).json()["detail"]
     for export in TrainingSet.objects.get(pk=body["id"]).exports.all():
