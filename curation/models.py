@@ -309,6 +309,9 @@ class Sample(models.Model):
             models.Index(fields=["lineage", "id"], condition=Q(double_review=True), name="sample_double_review_idx"),
             models.Index(fields=["lineage"], condition=Q(status="pending", flagged_at__isnull=True),
                          name="sample_unflagged_idx"),
+            # The API's sample list: a lineage's samples by status in id order, and riskiest first.
+            models.Index(fields=["lineage", "status", "id"], name="sample_lineage_status_idx"),
+            models.Index(fields=["lineage", "-risk", "id"], name="sample_lineage_risk_idx"),
             GinIndex(fields=["minhash_bands"], name="sample_minhash_bands_gin"),
             HnswIndex(
                 name="sample_embedding_hnsw",

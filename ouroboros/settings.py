@@ -120,11 +120,19 @@ EXPORT_ROOT = MEDIA_ROOT / "exports"
 
 # The API: session auth for the browser, token auth for scripts; the same role
 # checks as the pages. The schema is drf-spectacular's, its UIs served locally.
+# Token auth comes first: its WWW-Authenticate header makes an anonymous request
+# a 401 (with session auth first DRF would answer 403). Every error is JSON in
+# one shape (curation.api.errors).
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
+    "EXCEPTION_HANDLER": "curation.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": None,
+    # JSON bodies only (a view that takes a file names its own parsers), so the schema
+    # describes exactly one request encoding.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -139,6 +147,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a `status`; each gets an enum named after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "GenerationStatusEnum": "curation.models.Generation.Status",
+        "SampleStatusEnum": "curation.models.Sample.Status",
+        "TrainingSetStatusEnum": "curation.models.TrainingSet.Status",
+        "ExportStatusEnum": "curation.models.TrainingSetExport.Status",
+        "JobStatusEnum": "generation.models.GenerationJob.Status",
+    },
 }
 
 # Celery: a queue per kind of work. `generation` is slow (an LLM), `curation`

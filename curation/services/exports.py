@@ -398,6 +398,21 @@ def export_fail(*, export_id: int, reason: str) -> None:
     )
 
 
+def export_retry(*, export: TrainingSetExport) -> bool:
+    """Queue a failed export again (its retries were exhausted); False when it had not failed.
+
+    The conditional update makes two retries at once queue it once.
+    """
+    with transaction.atomic():
+        changed = TrainingSetExport.objects.filter(pk=export.pk, status=TrainingSetExport.Status.FAILED).update(
+            status=TrainingSetExport.Status.QUEUED, error="", rows_written=0, finished_at=None,
+            claim_token=None, claimed_until=None,
+        )
+        if changed:
+            exports_queue(export_ids=[export.pk])
+    return bool(changed)
+
+
 def exports_requeue_stale(*, idle_seconds: int = 300) -> list[int]:
     """Queue again every unfinished export nobody works on: an expired claim, or queued and untouched."""
     now = timezone.now()

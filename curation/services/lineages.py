@@ -83,3 +83,83 @@ def passages_add(*, lineage: Lineage, passages: list[dict]) -> int:
             raise CorpusError(f"passage {number} {exc}") from None
     with transaction.atomic():
         return passages_insert(lineage_id=lineage.pk, rows=rows)
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be stored; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+# What a curator may change on a lineage and on its policy (the admin's lineage form shows the same).
+LINEAGE_SETTINGS = (
+    "name", "description", "backend", "backend_model", "backend_base_url", "backend_api_key_env", "critique",
+    "reject_reasons", "lease_seconds", "overlap_fraction", "student_answers", "temperature",
+    "duplicate_threshold", "hallucination_threshold",
+)
+POLICY_SETTINGS = (
+    "mode", "min_real_fraction", "metrics_seed", "metrics_sample_size", "coverage_radius", "gate_min_samples",
+    "gate_min_diversity_ratio", "gate_max_duplicate_rate", "gate_min_coverage", "gate_max_hallucination_rate",
+)
+
+
+def _check_reject_reasons(reasons) -> list[str]:
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise SettingsError("reject_reasons", "must be a list of short texts")
+    cleaned = [" ".join(r.split()) for r in reasons]
+    if not 1 <= len(cleaned) <= 9:
+        raise SettingsError("reject_reasons", f"reviewers pick a reason with keys 1-9: give 1 to 9, not {len(cleaned)}")
+    if any(not r or len(r) > 60 or ":" in r for r in cleaned):
+        raise SettingsError("reject_reasons", "each reason is 1 to 60 characters, without ':'")
+    if len(set(cleaned)) != len(cleaned):
+        raise SettingsError("reject_reasons", "the reasons repeat one another")
+    return cleaned
+
+
+def lineage_settings_update(*, lineage: Lineage, settings: dict | None = None, policy: dict | None = None) -> Lineage:
+    """Change a lineage's generator, review and flag settings and its policy and gates; all or nothing.
+
+    Only the names in LINEAGE_SETTINGS and POLICY_SETTINGS may change. The
+    models' own validation (choices, lengths, the policy's range constraints)
+    runs before anything is written, and every error names its field.
+    """
+    from django.core.exceptions import ValidationError
+
+    from generation.backends import REGISTRY
+
+    from curation.services.training_sets import lineage_policy
+
+    settings, policy = dict(settings or {}), dict(policy or {})
+    for name in settings:
+        if name not in LINEAGE_SETTINGS:
+            raise SettingsError(name, "is not a lineage setting that can be changed")
+    for name in policy:
+        if name not in POLICY_SETTINGS:
+            raise SettingsError(f"policy.{name}", "is not a policy setting that can be changed")
+    if settings.get("backend") and settings["backend"] not in REGISTRY:
+        raise SettingsError("backend", f"unknown backend; known: {', '.join(sorted(REGISTRY))}")
+    if "reject_reasons" in settings:
+        settings["reject_reasons"] = _check_reject_reasons(settings["reject_reasons"])
+    ranges = {"overlap_fraction": (0, 1), "duplicate_threshold": (0, 1), "hallucination_threshold": (0, 1),
+              "temperature": (0, 2)}
+    for name, (low, high) in ranges.items():
+        if name in settings and not low <= settings[name] <= high:
+            raise SettingsError(name, f"must be between {low} and {high}")
+    with transaction.atomic():
+        locked = Lineage.objects.select_for_update().get(pk=lineage.pk)
+        for name, value in settings.items():
+            setattr(locked, name, value)
+        rules = lineage_policy(lineage=locked)
+        for name, value in policy.items():
+            setattr(rules, name, value)
+        for obj, prefix in ((locked, ""), (rules, "policy.")):
+            try:
+                obj.full_clean(exclude=["lineage"] if prefix else None, validate_unique=not prefix)
+            except ValidationError as exc:
+                field, messages = next(iter(exc.message_dict.items()))
+                raise SettingsError(prefix + (field if field != "__all__" else "settings"), " ".join(messages))
+        locked.save()
+        rules.save()
+    return locked
