@@ -12,7 +12,7 @@
    database connections, bench/load_site.py) against the same database.
    Loopback only: nothing here ever sends a request elsewhere.
 3. Log in: every reviewer is its own HTTP session (its own cookie jar) and logs
-   in as a browser does: GET the login form, POST it with the CSRF token, follow
+   in, a few at a time, as a browser does: GET the login form, POST it with the CSRF token, follow
    the redirect to the queue page, read the X-CSRFToken header htmx will send.
 4. Baseline: for `--baseline-seconds`, the same sessions at the same
    concurrency GET `/bench/ok`, a page behind the same login and middleware
@@ -23,7 +23,8 @@
    queue page (the held card must come back), undo its latest standing
    decision (the undone card must come back), or try to decide a card another
    reviewer holds right now (a stale tab: it must be refused). Every request
-   has a 30 s timeout and the run stops at `--max-requests` in all.
+   has a 30 s timeout (a login 120 s: hashing the password is slow on
+   purpose) and the run stops at `--max-requests` in all.
 6. Check, in the database, against what the clients saw: every response was
    2xx and what the page said it would be (`errors`); no sample has two
    standing first-review decisions (`doubled`); the log holds exactly the
@@ -61,6 +62,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ouroboros.settings")
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT_S = 30.0
+LOGIN_TIMEOUT_S = 120.0  # a login hashes the password (PBKDF2), on purpose slow
 SERVER_START_TIMEOUT_S = 60.0
 
 CARD = re.compile(r'data-sample="(\d+)"')
@@ -222,8 +224,8 @@ class Reviewer:
 
     # -- HTTP
 
-    def _send(self, kind: str, method: str, path: str, data: dict | None = None, *, htmx: bool = False
-              ) -> tuple[int, str]:
+    def _send(self, kind: str, method: str, path: str, data: dict | None = None, *, htmx: bool = False,
+              timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, str]:
         headers = {"Accept": "text/html"}
         if method == "POST":
             headers.update({"X-CSRFToken": self.csrf, "Origin": self.base,
@@ -235,7 +237,7 @@ class Reviewer:
         started = time.perf_counter()
         self.requests += 1
         try:
-            with self.opener.open(request, timeout=REQUEST_TIMEOUT_S) as response:
+            with self.opener.open(request, timeout=timeout) as response:
                 status, text = response.status, response.read().decode("utf-8", "replace")
         except HTTPError as exc:
             status, text = exc.code, exc.read().decode("utf-8", "replace")
@@ -276,7 +278,8 @@ class Reviewer:
     def login(self) -> None:
         """GET the form, POST it with its CSRF token, land on the queue page: as a browser, no shortcut."""
         next_url = f"/review/?{self.query}"
-        status, text = self._send("login", "GET", "/accounts/login/?" + urlencode({"next": next_url}))
+        status, text = self._send("login", "GET", "/accounts/login/?" + urlencode({"next": next_url}),
+                                  timeout=LOGIN_TIMEOUT_S)
         token = CSRF_FIELD.search(text)
         if status != 200 or not token:
             self.error("the login form has no CSRF token")
@@ -285,7 +288,7 @@ class Reviewer:
         status, text = self._send("login", "POST", "/accounts/login/", {
             "username": self.username, "password": self.password, "csrfmiddlewaretoken": token.group(1),
             "next": next_url,
-        })
+        }, timeout=LOGIN_TIMEOUT_S)
         header = CSRF_HEADER.search(text)
         if status != 200 or not header or "Log in</h1>" in text:
             self.error(f"login failed: {text[:200]!r}")
@@ -462,7 +465,9 @@ def run_load(*, lineage, accounts: list[tuple[str, str]], database_url: str, sec
         reviewers = [Reviewer(base=server.base, username=name, password=password, lineage_slug=lineage.slug,
                               seed=seed * 1000 + i, board=board, mix=mix)
                      for i, (name, password) in enumerate(accounts)]
-        login_s = run_phase(reviewers, Reviewer.login)
+        # Reviewers arrive a few at a time (as many as the server has workers), not all in one second.
+        login_s = sum(run_phase(reviewers[i:i + server_workers], Reviewer.login)
+                      for i in range(0, len(reviewers), server_workers))
         logged_in = not any(r.errors for r in reviewers)
         baseline_s = seconds_run = 0.0
         if logged_in and baseline_seconds > 0:

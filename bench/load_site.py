@@ -5,7 +5,12 @@ The server listens on plain HTTP on loopback, so the cookies cannot be marked
 Secure (a client would then never send them back) and nothing may redirect to
 HTTPS; everything else is what `DJANGO_DEBUG=0` gives a deployment.
 """
+import warnings
+
 from ouroboros.settings import *  # noqa: F401,F403 -- the app's settings, unchanged but for the lines below
+
+# The bench serves no static file, so it does not run collectstatic; whitenoise would warn on every start.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 ROOT_URLCONF = "bench.load_urls"
 SESSION_COOKIE_SECURE = False
