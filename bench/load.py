@@ -432,11 +432,13 @@ def check_database(*, lineage, reviewers: list[Reviewer]) -> dict:
     standing = [(sample, decision) for pk, _, sample, decision, _ in rows
                 if decision != Review.Decision.UNDO and pk not in undone]
     per_sample = Counter(sample for sample, _ in standing)
-    expected = {sample: (Sample.Status.REJECTED if decision == Review.Decision.REJECT else Sample.Status.ACCEPTED)
-                for sample, decision in standing}
+    expected: dict[int, set[str]] = {}  # a sample's statuses by its standing decisions: one, or a conflict
+    for sample, decision in standing:
+        expected.setdefault(sample, set()).add(
+            Sample.Status.REJECTED if decision == Review.Decision.REJECT else Sample.Status.ACCEPTED)
     open_generation = Generation.objects.get(lineage=lineage, status=Generation.Status.OPEN)
     statuses = dict(Sample.objects.filter(generation=open_generation).values_list("id", "status"))
-    mismatched = [pk for pk, status in statuses.items() if status != expected.get(pk, Sample.Status.PENDING)]
+    mismatched = [pk for pk, status in statuses.items() if expected.get(pk, {Sample.Status.PENDING}) != {status}]
     return {
         "doubled": sum(1 for count in per_sample.values() if count > 1),
         "lost": sum((seen - in_db).values()),
