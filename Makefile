@@ -9,7 +9,7 @@ LLAMA_VERSION := 0.3.36
 # A portable build of llama.cpp (no -march=native), so a cached wheel runs on any x86-64 with AVX2.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
 
-.PHONY: install run test services test-fast clean-data bench-generation bench-review
+.PHONY: install run test services test-fast clean-data bench-generation bench-review bench-load
 
 install: $(STAMP)
 
@@ -51,3 +51,6 @@ bench-generation: install
 
 bench-review: install
 	$(PY) -m ouroboros.stack bench bench.review $(BENCH_ARGS)
+
+bench-load: install
+	$(PY) -m ouroboros.stack bench bench.load $(BENCH_ARGS)

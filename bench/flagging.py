@@ -28,8 +28,31 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ouroboros.settings")
+
+
+def answer_samples(lineage) -> list:
+    """Unsaved samples of the lineage: the four answers of each tests/data/answers.json entry (faithful,
+    faithful with an extra sentence, another faithful one, one with a sentence made false), each with
+    the entry's alternatives. The lineage needs the 24 demo passages, which the entries name."""
+    from curation.models import Sample
+
+    entries = json.loads((Path(__file__).resolve().parent.parent / "tests/data/answers.json").read_text())["entries"]
+    by_title = {p.title: p for p in lineage.passages.all()}
+    generation = lineage.generations.get(status="open")
+    samples = []
+    for entry in entries:
+        sentences = entry["a"].split(". ")
+        wrong_index, wrong = entry["a_wrong"]
+        variants = [entry["a"], entry["b"], entry["b"] + " " + entry["b_extra"],
+                    ". ".join(wrong.rstrip(".") if i == wrong_index else s.rstrip(".")
+                              for i, s in enumerate(sentences)) + "."]
+        for answer in variants:
+            samples.append(Sample(lineage=lineage, generation=generation, passage=by_title[entry["title"]],
+                                  question=entry["q"], answer=answer, alt_answers=entry["alts"] + [entry["a"]]))
+    return samples
 
 
 def main() -> None:
@@ -40,33 +63,17 @@ def main() -> None:
     import django
 
     django.setup()
-    from pathlib import Path
-
     from curation import embedder
     from curation.models import Lineage, Sample
     from curation.services import flagging
     from curation.services.lineages import lineage_create, passages_add
     from tests.factories import demo_passages
 
-    entries = json.loads((Path(__file__).resolve().parent.parent / "tests/data/answers.json").read_text())["entries"]
     tag = uuid.uuid4().hex[:8]
     lineage = lineage_create(name=f"bench flagging {tag}", slug=f"bench-flagging-{tag}")
     try:
         passages_add(lineage=lineage, passages=demo_passages())
-        by_title = {p.title: p for p in lineage.passages.all()}
-        generation = lineage.generations.get(status="open")
-        samples = []
-        for entry in entries:
-            sentences = entry["a"].split(". ")
-            wrong_index, wrong = entry["a_wrong"]
-            variants = [entry["a"], entry["b"], entry["b"] + " " + entry["b_extra"],
-                        ". ".join(wrong.rstrip(".") if i == wrong_index else s.rstrip(".")
-                                  for i, s in enumerate(sentences)) + "."]
-            for answer in variants:
-                samples.append(Sample(lineage=lineage, generation=generation, passage=by_title[entry["title"]],
-                                      question=entry["q"], answer=answer,
-                                      alt_answers=entry["alts"] + [entry["a"]]))
-        samples = Sample.objects.bulk_create(samples)
+        samples = Sample.objects.bulk_create(answer_samples(lineage))
         ids = [s.pk for s in samples]
 
         started = time.perf_counter()
