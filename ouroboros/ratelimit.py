@@ -213,7 +213,9 @@ def login_rate_limited(view=None, *, username_field: str = "username"):
             if request.method == "POST":
                 throttled = login_throttled(username=_username_from(request, username_field), ip=client_ip(request))
                 if throttled:
-                    response = JsonResponse({"detail": throttled.message, "code": THROTTLED}, status=429)
+                    # The API's error shape (curation.api.errors): status, code, detail, errors.
+                    response = JsonResponse({"status": 429, "code": THROTTLED, "detail": throttled.message,
+                                             "errors": []}, status=429)
                     response["Retry-After"] = str(throttled.retry_after)
                     return response
             return view_func(request, *args, **kwargs)

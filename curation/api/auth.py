@@ -7,7 +7,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import api_view, authentication_classes, permission_classes, schema
 from rest_framework.exceptions import NotFound
 
-from curation.api.responses import BAD_REQUEST
+from curation.api.responses import BAD_REQUEST, THROTTLED
 
 
 class TokenSerializer(serializers.Serializer):
@@ -15,11 +15,15 @@ class TokenSerializer(serializers.Serializer):
 
 
 class ObtainToken(ObtainAuthToken):
-    """POST username and password, get the account's token (created on first use)."""
+    """POST username and password, get the account's token (created on first use).
+
+    Routed through `ouroboros.ratelimit.login_rate_limited`: failed attempts
+    count against the same per-username and per-address limits as the log-in page.
+    """
 
     @extend_schema(summary="Get your API token", description="Send your username and password (form or JSON); the "
                    "token carries your account's roles. `manage.py drf_create_token <username>` makes one too.",
-                   auth=[], responses={200: TokenSerializer, **BAD_REQUEST})
+                   auth=[], responses={200: TokenSerializer, **BAD_REQUEST, **THROTTLED})
     def post(self, request, *args, **kwargs):
         return super().post(request, *args, **kwargs)
 

@@ -17,6 +17,7 @@ AUTH = {
 }
 NOT_FOUND = {404: _error("No such object.")}
 CONFLICT = {409: _error("The object's state forbids this now (the detail says why).")}
+THROTTLED = {429: _error("Too many failed log-ins for this username or address; Retry-After says when to try again.")}
 
 
 def errors(*kinds: dict) -> dict:

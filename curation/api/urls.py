@@ -7,9 +7,10 @@ row in tests/api/test_roles.py, which fails for a route without one).
 from django.urls import path, re_path
 
 from curation.api import auth, imports, jobs, lineages, samples, training_sets
+from ouroboros.ratelimit import login_rate_limited
 
 urlpatterns = [
-    path("token/", auth.ObtainToken.as_view(), name="api-token"),
+    path("token/", login_rate_limited(auth.ObtainToken.as_view()), name="api-token"),
     # Lineages and their settings, generations, corpus, plan and overview (curators).
     path("lineages/", lineages.LineageList.as_view(), name="api-lineages"),
     path("lineages/<slug:slug>/", lineages.LineageDetail.as_view(), name="api-lineage"),

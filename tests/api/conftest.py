@@ -6,7 +6,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from curation.models import Flag, GenerationMetrics, TrainingSet
+from curation.models import Flag, GenerationMetrics, PassageImport, TrainingSet
 from curation.services.exports import export_run
 from curation.services.review import sample_accept
 from curation.services.training_sets import training_set_build
@@ -48,5 +48,7 @@ def world(tmp_path, settings, curator, reviewer, django_capture_on_commit_callba
     generation = lineage.generations.get(number=1)
     GenerationMetrics.objects.create(generation=generation, fingerprint="f", computed_at=timezone.now(),
                                      generated=3, accepted=3, accept_rate=1.0, distinct_1=0.5)
+    passage_import = PassageImport.objects.create(lineage=lineage, created_by=curator, filename="p.jsonl",
+                                                  format="jsonl", data=b'{"text": "A passage."}\n', size_bytes=23)
     return {"lineage": lineage, "samples": samples, "job": job, "training_set": training_set,
-            "generation": generation}
+            "generation": generation, "passage_import": passage_import}

@@ -46,6 +46,8 @@ TABLE = {
     ("api-exports", "get"): (CURATOR, None),
     ("api-export-retry", "post"): (CURATOR, {}),
     ("api-training-set-download", "get"): (CURATOR, None),
+    ("api-lineage-imports", "post"): (CURATOR, {}),  # a file upload: a JSON body is refused with 415
+    ("api-import", "get"): (CURATOR, None),
 }
 
 ROLES = ["anonymous", "outsider", "reviewer", "curator", "superuser"]
@@ -80,6 +82,7 @@ def _args(name: str, world) -> list:
         "api-training-set": [world["training_set"].pk], "api-exports": [world["training_set"].pk],
         "api-export-retry": [world["training_set"].pk, "chat"],
         "api-training-set-download": [world["training_set"].pk, "chat"],
+        "api-import": [world["passage_import"].pk],
     }
     return by_name.get(name, [lineage.slug])
 

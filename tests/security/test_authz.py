@@ -25,7 +25,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RegexPattern, RoutePattern
 
-from curation.models import GatePause
+from curation.models import GatePause, PassageImport
 from curation.services.exports import export_run
 from curation.services.review import sample_accept
 from curation.services.training_sets import training_set_build
@@ -123,8 +123,35 @@ ACCESS: dict[str, Rule] = {
     "api-schema": api(USER, GET=200),
     "api-docs": api(USER, GET=200),
     "api-redoc": api(USER, GET=200),
+    # The rest of the API. JSON bodies only: the empty form body these requests carry gets 415
+    # (tests/api/test_roles.py sends real bodies, by token and by session).
+    "api-token": api(PUBLIC, POST=400),
+    "api-not-found": api(PUBLIC, GET=404, POST=404, PUT=404, PATCH=404, DELETE=404),
+    "api-lineages": api(CURATOR, GET=200, POST=415),
+    "api-lineage": api(CURATOR, GET=200, PATCH=200, slug="lineage"),
+    "api-lineage-overview": api(CURATOR, GET=200, slug="lineage"),
+    "api-generations": api(CURATOR, GET=200, slug="lineage"),
+    "api-passages": api(CURATOR, GET=200, POST=415, slug="lineage"),
+    "api-training-set-plan": api(CURATOR, GET=200, slug="lineage"),
+    "api-generation": api(CURATOR, GET=200, pk="generation"),
+    "api-generation-metrics": api(CURATOR, GET=404, pk="generation"),  # none computed yet
+    "api-generation-metrics-recompute": api(CURATOR, POST=202, pk="generation"),
+    "api-jobs": api(CURATOR, GET=200, POST=415, slug="lineage"),
+    "api-job": api(CURATOR, GET=200, pk="job"),
+    "api-job-cancel": api(CURATOR, POST=200, pk="job"),
+    "api-samples": api(REVIEWER, GET=200, slug="lineage"),
+    "api-queue-next": api(REVIEWER, POST=415, slug="lineage"),
+    "api-review-undo": api(REVIEWER, POST=409, slug="lineage"),  # nothing of theirs to undo
+    "api-sample": api(REVIEWER, GET=200, pk="sample"),
+    "api-sample-decide": api(REVIEWER, POST=415, pk="sample"),
+    "api-sample-release": api(REVIEWER, POST=409, pk="sample"),  # not leased to them
+    "api-training-sets": api(CURATOR, GET=200, POST=415, slug="lineage"),
     "api-training-set": api(CURATOR, GET=200, pk="training_set"),
+    "api-exports": api(CURATOR, GET=200, pk="training_set"),
+    "api-export-retry": api(CURATOR, POST=409, pk="training_set", fmt="format"),
     "api-training-set-download": api(CURATOR, GET=200, pk="training_set", fmt="format"),
+    "api-lineage-imports": api(CURATOR, POST=400, slug="lineage"),
+    "api-import": api(CURATOR, GET=200, pk="passage_import"),
 }
 
 # The admin is one rule; these stand for all of it.
@@ -217,9 +244,11 @@ def world(db, tmp_path, settings, django_capture_on_commit_callbacks):
         assert export_run(export_id=export.pk)
     closed = training_set.generation
     pause = GatePause.objects.create(lineage=lineage, generation=closed, reasons=["test"])
+    passage_import = PassageImport.objects.create(lineage=lineage, filename="p.jsonl", format="jsonl",
+                                                  data=b'{"text": "A passage."}\n', size_bytes=23)
     objects = {
         "lineage": lineage.slug, "lineage_pk": lineage.pk, "sample": make_sample(lineage).pk,
-        "training_set": training_set.pk, "job": job.pk, "generation": closed.pk, "gate_pause": pause.pk,
+        "training_set": training_set.pk, "job": job.pk, "generation": closed.pk, "gate_pause": pause.pk, "passage_import": passage_import.pk,
         "format": "chat", "uidb64": "MQ", "token": "not-a-valid-token",
     }
     return users, objects
