@@ -8,7 +8,6 @@ the seeded objects, so that the generated query and body reach real ones.
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 import requests
@@ -18,6 +17,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from rest_framework.authtoken.models import Token
 
 from ouroboros.celery import app
+from tests.support.schema import served_schema
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -33,19 +33,11 @@ def token(curator) -> str:
     return Token.objects.get_or_create(user=curator)[0].key
 
 
-def _served_schema() -> dict:
-    """The schema exactly as /api/schema/ serves it (as JSON)."""
-    from drf_spectacular.generators import SchemaGenerator
-    from drf_spectacular.renderers import OpenApiJsonRenderer
-
-    return json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
-
-
 # Built at collection, so that schemathesis makes one test per operation. (Its lazy
 # `from_fixture` loader, which could fetch the schema from the live server, breaks on
 # pytest 9.2's node ids.) The first thing each test checks is that the live server
 # serves this very schema.
-SCHEMA = _served_schema()
+SCHEMA = served_schema()
 schema = schemathesis.openapi.from_dict(SCHEMA)
 # Coverage-phase cases (boundaries and every kind of invalid value) plus fuzzing, valid and invalid.
 schema.config.phases.stateful.enabled = False

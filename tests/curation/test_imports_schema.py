@@ -12,10 +12,15 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from ouroboros.wsgi import application
 from tests.factories import CURATOR, make_user
+from tests.support.schema import served_schema
 
 pytestmark = pytest.mark.django_db
 
-schema = schemathesis.openapi.from_wsgi("/api/schema/", application).include(tag="imports")
+# The schema /api/schema/ serves (its live copy is checked in tests/api/test_schema.py),
+# called in process through the WSGI application.
+schema = schemathesis.openapi.from_dict(served_schema())
+schema.app = application
+schema = schema.include(tag="imports")
 
 
 @pytest.fixture(autouse=True)
