@@ -2,11 +2,30 @@
 from __future__ import annotations
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import MaxRetriesExceededError, SoftTimeLimitExceeded
 
 from curation.models import FlagRun, Generation, Sample, TrainingSetExport
 from curation.services import flagging, reflag
 from ouroboros.retry import retry_on_lost_database
+
+
+def _run_or_retry(task, run, missing: type[Exception], *, fail) -> bool:
+    """Run a unit of work that records its own progress (an export, an import).
+
+    Its object deleted since it was queued: nothing to do. Anything raised (a full
+    disk, a lost database connection) is worth another try, 10 s, 20 s, 40 s later;
+    after the last one `fail(reason)` records the failure where users see it.
+    """
+    try:
+        return run()
+    except missing:
+        return False
+    except Exception as exc:
+        try:
+            raise task.retry(exc=exc, countdown=min(300, 10 * 2**task.request.retries))
+        except MaxRetriesExceededError:
+            fail(f"{type(exc).__name__}: {exc}")
+            raise
 
 
 @shared_task(name="curation.flag_sample", acks_late=True, soft_time_limit=300, time_limit=360,
@@ -45,20 +64,10 @@ def reflag_chunk(self, run_id: int) -> bool:
              soft_time_limit=3600, time_limit=3700)
 def export_training_set(self, export_id: int) -> bool:
     """Write one export file of a training set; retried on error, then recorded as failed."""
-    from celery.exceptions import MaxRetriesExceededError
-
     from curation.services import exports
 
-    try:
-        return exports.export_run(export_id=export_id)
-    except TrainingSetExport.DoesNotExist:
-        return False
-    except Exception as exc:  # a full disk, a lost database connection: worth another try
-        try:
-            raise self.retry(exc=exc, countdown=min(300, 10 * 2**self.request.retries))
-        except MaxRetriesExceededError:
-            exports.export_fail(export_id=export_id, reason=f"{type(exc).__name__}: {exc}")
-            raise
+    return _run_or_retry(self, lambda: exports.export_run(export_id=export_id), TrainingSetExport.DoesNotExist,
+                         fail=lambda reason: exports.export_fail(export_id=export_id, reason=reason))
 
 
 @shared_task(name="curation.requeue_stale_exports", acks_late=True, expires=290)
@@ -92,21 +101,11 @@ def refresh_stale_metrics() -> list[int]:
 def import_passages(self, import_id: int) -> bool:
     """Import one uploaded passage file. A bad file is recorded by the service, not raised; what is
     raised (a lost database connection) is retried, then recorded as the import's failure."""
-    from celery.exceptions import MaxRetriesExceededError
-
     from curation.models import PassageImport
     from curation.services import imports
 
-    try:
-        return imports.import_run(import_id=import_id)
-    except PassageImport.DoesNotExist:
-        return False
-    except Exception as exc:
-        try:
-            raise self.retry(exc=exc, countdown=min(300, 10 * 2**self.request.retries))
-        except MaxRetriesExceededError:
-            imports.import_fail(import_id=import_id, reason=f"{type(exc).__name__}: {exc}")
-            raise
+    return _run_or_retry(self, lambda: imports.import_run(import_id=import_id), PassageImport.DoesNotExist,
+                         fail=lambda reason: imports.import_fail(import_id=import_id, reason=reason))
 
 
 @shared_task(name="curation.requeue_stale_imports", acks_late=True, expires=290)

@@ -38,6 +38,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from curation.models import Sample, SourcePassage, TrainingSet, TrainingSetExport
+from curation.services.claims import stale_ids
 
 log = logging.getLogger(__name__)
 
@@ -415,12 +416,7 @@ def export_retry(*, export: TrainingSetExport) -> bool:
 
 def exports_requeue_stale(*, idle_seconds: int = 300) -> list[int]:
     """Queue again every unfinished export nobody works on: an expired claim, or queued and untouched."""
-    now = timezone.now()
-    stale = TrainingSetExport.objects.filter(
-        Q(status=TrainingSetExport.Status.RUNNING, claimed_until__lt=now)
-        | Q(status=TrainingSetExport.Status.QUEUED, updated_at__lt=now - timedelta(seconds=idle_seconds))
-    )
-    ids = list(stale.values_list("id", flat=True))
+    ids = stale_ids(TrainingSetExport, idle_seconds=idle_seconds)
     with transaction.atomic():
         exports_queue(export_ids=ids)
     return ids

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from curation.imports import ImportFileError, RowError, check_content, format_for, parse_file
 from curation.models import Lineage, PassageImport, SourcePassage
+from curation.services.claims import stale_ids
 from curation.services.lineages import CorpusError, passage_build, passages_insert
 
 log = logging.getLogger(__name__)
@@ -255,12 +256,7 @@ def import_fail(*, import_id: int, reason: str) -> None:
 
 def imports_requeue_stale(*, idle_seconds: int = 300) -> list[int]:
     """Queue again every unfinished import nobody works on: an expired claim, or queued and untouched."""
-    now = timezone.now()
-    stale = PassageImport.objects.filter(
-        Q(status=PassageImport.Status.RUNNING, claimed_until__lt=now)
-        | Q(status=PassageImport.Status.QUEUED, updated_at__lt=now - timedelta(seconds=idle_seconds))
-    )
-    ids = list(stale.values_list("id", flat=True))
+    ids = stale_ids(PassageImport, idle_seconds=idle_seconds)
     with transaction.atomic():
         imports_queue(import_ids=ids)
     return ids

@@ -8,7 +8,6 @@ the seeded objects, so that the generated query and body reach real ones.
 """
 from __future__ import annotations
 
-
 import pytest
 import requests
 import schemathesis

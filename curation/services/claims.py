@@ -1,0 +1,22 @@
+"""What the claimed units of work share (exports, imports): finding the ones nobody works on.
+
+A unit is claimed by one worker at a time (a token and a lease on its row);
+while it runs the worker pushes `claimed_until` forward. One whose lease ran
+out, or that sat queued and untouched, lost its worker or its message.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import Model, Q
+from django.utils import timezone
+
+
+def stale_ids(model: type[Model], *, idle_seconds: int) -> list[int]:
+    """Ids of the model's unfinished rows nobody works on: an expired claim, or queued and untouched."""
+    now = timezone.now()
+    stale = model.objects.filter(
+        Q(status=model.Status.RUNNING, claimed_until__lt=now)
+        | Q(status=model.Status.QUEUED, updated_at__lt=now - timedelta(seconds=idle_seconds))
+    )
+    return list(stale.values_list("id", flat=True))
