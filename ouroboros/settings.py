@@ -5,6 +5,7 @@ Every value that differs between machines comes from the environment (see
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -204,6 +205,12 @@ CACHES = {
 }
 
 # Ouroboros itself.
+_EMBEDDING_DEVICE = envstr("OUROBOROS_EMBEDDING_DEVICE", "cpu").strip()
+if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", _EMBEDDING_DEVICE):
+    raise ImproperlyConfigured(
+        f"OUROBOROS_EMBEDDING_DEVICE={_EMBEDDING_DEVICE!r} is not a torch device: use cpu, cuda, cuda:N or mps"
+    )
+
 OUROBOROS = {
     # Generation: the backend used when a lineage names none.
     "DEFAULT_BACKEND": envstr("OUROBOROS_BACKEND", "llama_cpp"),
@@ -234,6 +241,8 @@ OUROBOROS = {
     "EMBEDDING_MODEL": envstr("OUROBOROS_EMBEDDING_MODEL", ""),  # empty: all-MiniLM-L6-v2 from its wheel
     "EMBEDDING_DIM": 384,
     "EMBEDDING_THREADS": envint("OUROBOROS_EMBEDDING_THREADS", 2, minimum=1),
+    # Where each worker process runs the embedder: a GPU worker sets cuda (or cuda:N).
+    "EMBEDDING_DEVICE": _EMBEDDING_DEVICE,
     "EMBEDDING_BATCH_SIZE": envint("OUROBOROS_EMBEDDING_BATCH_SIZE", 64, minimum=1),
     "EMBEDDING_CACHE_SIZE": envint("OUROBOROS_EMBEDDING_CACHE_SIZE", 20000, minimum=0),  # vectors per process
     # Defaults for new lineages; `manage.py calibrate_flags` fits a lineage's own.

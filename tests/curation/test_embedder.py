@@ -1,4 +1,8 @@
 """The embedding service: one model per process, a content-hash cache, batches."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -29,3 +33,15 @@ def test_cached_vectors_equal_raw_model_encode_and_are_unit_length():
 
 def test_nothing_to_embed_gives_an_empty_matrix():
     assert embedder.embed([]).shape == (0, 384)
+
+
+def test_the_model_runs_on_the_configured_device(settings):
+    assert embedder.model().device.type == settings.OUROBOROS["EMBEDDING_DEVICE"] == "cpu"
+
+
+def test_a_device_torch_does_not_know_fails_loudly_naming_its_variable(settings):
+    env = {**os.environ, "OUROBOROS_EMBEDDING_DEVICE": "gpu0"}
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "OUROBOROS_EMBEDDING_DEVICE='gpu0' is not a torch device" in result.stderr
