@@ -23,6 +23,15 @@ def default_reject_reasons() -> list[str]:
     return list(DEFAULT_REJECT_REASONS)
 
 
+class WorkStatus(models.TextChoices):
+    """The life of a unit of work a worker runs: an import, a re-flag run, an export."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
 class Lineage(models.Model):
     """One recursive line of training data, with its settings and policy."""
 
@@ -172,11 +181,7 @@ class PassageImport(models.Model):
         CSV = "csv", "CSV"
         PARQUET = "parquet", "Parquet"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = WorkStatus
 
     lineage = models.ForeignKey(Lineage, on_delete=models.CASCADE, related_name="imports")
     created_by = models.ForeignKey(
@@ -358,11 +363,7 @@ class FlagRun(models.Model):
     so "everything before" means the same as when they were first flagged.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = WorkStatus
 
     lineage = models.ForeignKey(Lineage, on_delete=models.CASCADE, related_name="flag_runs")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
@@ -538,11 +539,7 @@ class TrainingSetExport(models.Model):
         ALPACA = "alpaca", "Alpaca JSONL"
         PARQUET = "parquet", "Parquet"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Status = WorkStatus
 
     training_set = models.ForeignKey("TrainingSet", on_delete=models.CASCADE, related_name="exports")
     format = models.CharField(max_length=10, choices=Format.choices)

@@ -34,11 +34,10 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from curation.models import Sample, SourcePassage, TrainingSet, TrainingSetExport
-from curation.services.claims import stale_ids
+from curation.services.claims import claim, stale_ids
 
 log = logging.getLogger(__name__)
 
@@ -322,16 +321,7 @@ def _lease() -> timedelta:
 
 def _claim(export_id: int) -> uuid.UUID | None:
     """Take the export with a conditional update; None when it is done or someone else holds it."""
-    now = timezone.now()
-    token = uuid.uuid4()
-    claimed = (
-        TrainingSetExport.objects.filter(pk=export_id)
-        .filter(Q(status=TrainingSetExport.Status.QUEUED)
-                | Q(status=TrainingSetExport.Status.RUNNING, claimed_until__lt=now))
-        .update(status=TrainingSetExport.Status.RUNNING, claim_token=token, claimed_until=now + _lease(),
-                started_at=now, rows_written=0, error="")
-    )
-    return token if claimed else None
+    return claim(TrainingSetExport, export_id, lease=_lease(), rows_written=0, error="")
 
 
 class _ClaimLost(Exception):

@@ -22,12 +22,11 @@ from pathlib import PurePath
 from django.conf import settings
 from django.core.files import File
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from curation.imports import ImportFileError, RowError, check_content, format_for, parse_file
 from curation.models import Lineage, PassageImport, SourcePassage
-from curation.services.claims import stale_ids
+from curation.services.claims import claim, stale_ids
 from curation.services.lineages import CorpusError, passage_build, passages_insert
 
 log = logging.getLogger(__name__)
@@ -94,16 +93,7 @@ def _lease() -> timedelta:
 
 def _claim(import_id: int) -> uuid.UUID | None:
     """Take the import with a conditional update; None when it is finished or someone else holds it."""
-    now = timezone.now()
-    token = uuid.uuid4()
-    claimed = (
-        PassageImport.objects.filter(pk=import_id)
-        .filter(Q(status=PassageImport.Status.QUEUED)
-                | Q(status=PassageImport.Status.RUNNING, claimed_until__lt=now))
-        .update(status=PassageImport.Status.RUNNING, claim_token=token, claimed_until=now + _lease(),
-                started_at=now, rows_done=0)
-    )
-    return token if claimed else None
+    return claim(PassageImport, import_id, lease=_lease(), rows_done=0)
 
 
 class _ClaimLost(Exception):
