@@ -262,7 +262,16 @@ class Sample(models.Model):
     # Position of this sample within its job: (job, item_index) is the idempotency
     # key that makes a re-run chunk write nothing twice.
     item_index = models.PositiveIntegerField(null=True, blank=True)
-    passage = models.ForeignKey(SourcePassage, on_delete=models.PROTECT, related_name="samples")
+    passage = models.ForeignKey(
+        SourcePassage, on_delete=models.PROTECT, related_name="samples",
+        help_text="The real passage at the root of the sample's ancestry (its own, or its parent's root).",
+    )
+    # Seeding: the accepted sample whose question and answer were the tutor's material.
+    # Following parents ends at a sample asked about `passage` itself.
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+        help_text="The accepted sample this one was seeded from; empty when asked about a real passage.",
+    )
     question = models.TextField()
     answer = models.TextField()
     alt_answers = models.JSONField(default=list, blank=True, help_text="The student's other answers.")
