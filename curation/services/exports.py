@@ -441,7 +441,16 @@ def training_set_publish_if_ready(*, training_set_id: int) -> bool:
             status=TrainingSet.Status.PUBLISHED, manifest=manifest, sha256=hashlib.sha256(data).hexdigest(),
             published_at=published_at,
         )
+        # Other apps act on a published set (generation: train the next student, call a trainer's webhook).
+        transaction.on_commit(lambda: _announce_published(training_set_id), robust=True)
     return True
+
+
+def _announce_published(training_set_id: int) -> None:
+    from curation.extensions import training_set_published
+
+    training_set = TrainingSet.objects.select_related("lineage", "generation").get(pk=training_set_id)
+    training_set_published.send(sender=TrainingSet, training_set=training_set)
 
 
 def training_set_verify(*, training_set: TrainingSet, rebuild: bool = False) -> list[str]:
