@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 
 from curation.models import (
@@ -16,6 +17,7 @@ from curation.models import (
     TrainingSetExport,
 )
 from curation.services.reflag import ReflagError, flag_run_create
+from generation.backends import backend_refusal
 from generation.services import JobError, job_create
 
 
@@ -25,8 +27,21 @@ class LineagePolicyInline(admin.StackedInline):
     verbose_name_plural = "policy and gates"
 
 
+class LineageForm(forms.ModelForm):
+    class Meta:
+        model = Lineage
+        fields = "__all__"
+
+    def clean_backend(self):
+        name = self.cleaned_data.get("backend", "")
+        if name and (refusal := backend_refusal(name)):
+            raise forms.ValidationError(refusal)  # the same rule as the API and the worker
+        return name
+
+
 @admin.register(Lineage)
 class LineageAdmin(admin.ModelAdmin):
+    form = LineageForm
     list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "hallucination_threshold")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [LineagePolicyInline]

@@ -214,6 +214,9 @@ if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", _EMBEDDING_DEVICE):
 OUROBOROS = {
     # Generation: the backend used when a lineage names none.
     "DEFAULT_BACKEND": envstr("OUROBOROS_BACKEND", "llama_cpp"),
+    # The fake backend (canned text, for development and tests) only with DEBUG on;
+    # generation.backends.backend_refusal is the rule. Not a variable of its own on purpose.
+    "ALLOW_DEVELOPMENT_BACKENDS": DEBUG,
     # The OpenAI-compatible backend, for lineages that name no URL/model of their own.
     "OPENAI_BASE_URL": envstr("OUROBOROS_OPENAI_BASE_URL", ""),
     "OPENAI_MODEL": envstr("OUROBOROS_OPENAI_MODEL", ""),

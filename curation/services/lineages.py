@@ -127,7 +127,7 @@ def lineage_settings_update(*, lineage: Lineage, settings: dict | None = None, p
     """
     from django.core.exceptions import ValidationError
 
-    from generation.backends import REGISTRY
+    from generation.backends import backend_refusal
 
     from curation.services.training_sets import lineage_policy
 
@@ -138,8 +138,8 @@ def lineage_settings_update(*, lineage: Lineage, settings: dict | None = None, p
     for name in policy:
         if name not in POLICY_SETTINGS:
             raise SettingsError(f"policy.{name}", "is not a policy setting that can be changed")
-    if settings.get("backend") and settings["backend"] not in REGISTRY:
-        raise SettingsError("backend", f"unknown backend; known: {', '.join(sorted(REGISTRY))}")
+    if settings.get("backend") and (refusal := backend_refusal(settings["backend"])):
+        raise SettingsError("backend", refusal)
     if "reject_reasons" in settings:
         settings["reject_reasons"] = _check_reject_reasons(settings["reject_reasons"])
     ranges = {"overlap_fraction": (0, 1), "duplicate_threshold": (0, 1), "hallucination_threshold": (0, 1),
