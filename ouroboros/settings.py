@@ -283,9 +283,6 @@ OUROBOROS = {
     "IMPORT_LEASE_SECONDS": envint("OUROBOROS_IMPORT_LEASE_SECONDS", 600, minimum=5),
     # Passages embedded (and chunked) per `curation.embed_passages` task after an import.
     "PASSAGE_EMBED_CHUNK_SIZE": envint("OUROBOROS_PASSAGE_EMBED_CHUNK_SIZE", 1000, minimum=1),
-    # A test hook: sleep this long after each written batch, inside the import's
-    # transaction, so that a test can kill a worker mid-import. 0 (unset) in real use.
-    "IMPORT_TEST_BATCH_DELAY_MS": envint("OUROBOROS_IMPORT_TEST_BATCH_DELAY_MS", 0, minimum=0),
 }
 
 LOGGING = {

@@ -14,7 +14,6 @@ back, its claim goes stale, and `imports_requeue_stale` queues the import again.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from datetime import timedelta
 from pathlib import PurePath
@@ -197,7 +196,6 @@ def _run_claimed(import_id: int, token: uuid.UUID) -> bool:
         return False
 
     batch_size = _conf("IMPORT_BATCH_SIZE")
-    delay = _conf("IMPORT_TEST_BATCH_DELAY_MS") / 1000
     progress = _Progress(import_id, token)
     try:
         with transaction.atomic():
@@ -206,8 +204,6 @@ def _run_claimed(import_id: int, token: uuid.UUID) -> bool:
                 batch = unique[start : start + batch_size]
                 imported += passages_insert(lineage_id=job.lineage_id, rows=batch)
                 progress(handled + start + len(batch))
-                if delay:
-                    time.sleep(delay)  # the test hook: a window to kill the worker mid-transaction
             finished = PassageImport.objects.filter(pk=import_id, claim_token=token).update(
                 status=PassageImport.Status.DONE, imported=imported, duplicates=len(prepared) - imported,
                 skipped=_listed(errors), skipped_total=len(errors), errors=[], errors_total=0,
