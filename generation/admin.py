@@ -26,6 +26,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     list_display = ("id", "lineage", "generation", "status", "done_count", "failed_count", "requested", "created_at")
     list_filter = ("status", "lineage")
     readonly_fields = ("generation", "status", "done_count", "failed_count", "claim_token", "claimed_until",
+                       "claimed_by", "claimed_host", "claimed_pid",
                        "last_error", "created_by", "started_at", "finished_at", "seed")
     inlines = [FailureInline]
     actions = ["cancel", "resume"]

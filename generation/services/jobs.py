@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from curation.models import Generation, Lineage, Sample, SourcePassage
+from curation.services import claims
 
 from generation.backends import BackendError, BackendTimeout, get_backend
 from generation.dialogue import InvalidOutput, Prompts, run_dialogue
@@ -103,32 +104,46 @@ class ChunkOutcome:
     finished: bool = False
 
 
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.OUROBOROS["JOB_LEASE_SECONDS"])
+
+
 def _claim(job_id: int) -> uuid.UUID | None:
-    """Take the job for one chunk with a conditional update; None when someone else holds it."""
-    now = timezone.now()
-    token = uuid.uuid4()
+    """Take the job for one chunk with a conditional update; None when someone else holds it.
+
+    A claim whose holder is a dead process on this host is taken over at once
+    (curation.services.claims), instead of waiting for its lease to run out.
+    """
     if _end_for_closed_generation(job_id):
         return None
-    claimed = (
-        GenerationJob.objects.filter(pk=job_id, status__in=GenerationJob.ACTIVE)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(
-            status=GenerationJob.Status.RUNNING,
-            claim_token=token,
-            claimed_until=now + timedelta(seconds=settings.OUROBOROS["JOB_LEASE_SECONDS"]),
-            started_at=Coalesce("started_at", now),
-            updated_at=now,
+    for attempt in (1, 2):
+        now = timezone.now()
+        token = uuid.uuid4()
+        claimed = (
+            GenerationJob.objects.filter(pk=job_id, status__in=GenerationJob.ACTIVE)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .update(
+                status=GenerationJob.Status.RUNNING,
+                claim_token=token,
+                claimed_until=now + _lease(),
+                started_at=Coalesce("started_at", now),
+                updated_at=now,
+                **claims.claim_owner(),
+            )
         )
-    )
-    return token if claimed else None
+        if claimed:
+            return token
+        if attempt == 1 and not claims.claim_release_if_dead(GenerationJob, job_id):
+            return None
+    return None
 
 
 def _still_holds(job_id: int, token: uuid.UUID) -> bool:
-    """Extend the claim; False when the job was cancelled or the claim was taken over."""
+    """Renew the lease (once per item); False when the job was cancelled or the claim was taken over."""
     now = timezone.now()
     return bool(
         GenerationJob.objects.filter(pk=job_id, claim_token=token, status=GenerationJob.Status.RUNNING).update(
-            claimed_until=now + timedelta(seconds=settings.OUROBOROS["JOB_LEASE_SECONDS"]), updated_at=now
+            claimed_until=now + _lease(), updated_at=now
         )
     )
 
@@ -359,6 +374,19 @@ def job_fail(*, job_id: int, reason: str) -> None:
         claim_token=None,
         claimed_until=None,
     )
+
+
+def jobs_release_dead() -> list[int]:
+    """Queue again, at once, every active job whose claim a dead process on this host holds.
+
+    Called by a worker as it starts (ouroboros/celery.py): the predecessor it
+    replaces died holding these, and their leases need not run out first.
+    """
+    ids = claims.claims_release_dead(GenerationJob)
+    for job_id in ids:
+        with transaction.atomic():
+            _enqueue_chunk(job_id)
+    return ids
 
 
 def jobs_requeue_stale(*, idle_seconds: int | None = None) -> list[int]:
