@@ -196,6 +196,11 @@ class PassageImport(models.Model):
     ignored_columns = models.JSONField(default=list, blank=True)
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
+    # releases the claims of a dead predecessor on its host (that pid no longer alive).
+    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
+    claimed_host = models.CharField(max_length=255, blank=True)
+    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -553,6 +558,11 @@ class TrainingSetExport(models.Model):
     error = models.TextField(blank=True)
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
+    # releases the claims of a dead predecessor on its host (that pid no longer alive).
+    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
+    claimed_host = models.CharField(max_length=255, blank=True)
+    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from curation.admin import LineageAdmin
+from generation.backends import backend_refusal
 from generation.errors import JobError
 from generation.models import (
     GenerationFailure,
@@ -24,8 +25,21 @@ from generation.services import (
 )
 
 
+class GeneratorSettingsForm(forms.ModelForm):
+    class Meta:
+        model = GeneratorSettings
+        fields = "__all__"
+
+    def clean_backend(self):
+        name = self.cleaned_data.get("backend", "")
+        if name and (refusal := backend_refusal(name)):
+            raise forms.ValidationError(refusal)  # the same rule as the API and the worker
+        return name
+
+
 class GeneratorSettingsInline(admin.StackedInline):
     model = GeneratorSettings
+    form = GeneratorSettingsForm
     can_delete = False
     verbose_name_plural = "generator settings"
 
@@ -58,6 +72,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     list_display = ("id", "lineage", "generation", "status", "done_count", "failed_count", "requested", "created_at")
     list_filter = ("status", "lineage")
     readonly_fields = ("generation", "status", "done_count", "failed_count", "claim_token", "claimed_until",
+                       "claimed_by", "claimed_host", "claimed_pid",
                        "last_error", "created_by", "started_at", "finished_at", "seed")
     inlines = [FailureInline]
     actions = ["cancel", "resume"]

@@ -28,6 +28,11 @@ class GenerationJob(models.Model):
     # The claim: whoever set claim_token holds the job until claimed_until.
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
+    # releases the claims of a dead predecessor on its host (that pid no longer alive).
+    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
+    claimed_host = models.CharField(max_length=255, blank=True)
+    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -37,7 +37,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from curation.models import Sample, SourcePassage, TrainingSet, TrainingSetExport
-from curation.services.claims import claim, stale_ids
+from curation.services.claims import claim, claims_release_dead, stale_ids
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +402,14 @@ def export_retry(*, export: TrainingSetExport) -> bool:
         if changed:
             exports_queue(export_ids=[export.pk])
     return bool(changed)
+
+
+def exports_release_dead() -> list[int]:
+    """Queue again, at once, every export whose claim a dead process on this host holds (a worker starting)."""
+    ids = claims_release_dead(TrainingSetExport)
+    with transaction.atomic():
+        exports_queue(export_ids=ids)
+    return ids
 
 
 def exports_requeue_stale(*, idle_seconds: int = 300) -> list[int]:

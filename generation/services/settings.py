@@ -23,10 +23,10 @@ def generator_settings_update(*, lineage: Lineage, settings: dict) -> GeneratorS
     Runs inside the caller's transaction (the lineage row locked), so an error
     here rolls back the lineage's and the policy's changes of the same request.
     """
-    from generation.backends import REGISTRY
+    from generation.backends import backend_refusal
 
-    if settings.get("backend") and settings["backend"] not in REGISTRY:
-        raise SettingsError("backend", f"unknown backend; known: {', '.join(sorted(REGISTRY))}")
+    if settings.get("backend") and (refusal := backend_refusal(settings["backend"])):
+        raise SettingsError("backend", refusal)  # the same rule as the admin and the worker
     for name, (low, high) in RANGES.items():
         if name in settings and not low <= settings[name] <= high:
             raise SettingsError(name, f"must be between {low} and {high}")
