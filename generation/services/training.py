@@ -365,7 +365,9 @@ def _finish(run: TrainingRun, token: uuid.UUID, session: _Session) -> None:
                     n_head_kv=config.num_key_value_heads, name=f"run-{run.pk}")
     metrics = {"final_loss": _run_loss(run), "tokens_per_s": session.tokens / session.seconds if session.seconds else None,
                "steps": trainer.step, "examples": len(trainer.examples),
-               "device": trainer.device, "train_seconds_this_worker": round(session.seconds, 1)}
+               "device": trainer.device, "train_seconds_this_worker": round(session.seconds, 1),
+               # 0 for a run one worker trained from the start; else the checkpoint the last worker resumed.
+               "resumed_from_step": session.start_step}
     generation = run.training_set.generation
     record = ModelRecord.objects.create(
         lineage=run.lineage, kind=ModelRecord.Kind.LORA_ADAPTER,
