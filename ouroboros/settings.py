@@ -174,8 +174,12 @@ CELERY_TASK_DEFAULT_QUEUE = "curation"
 CELERY_TASK_QUEUES = (
     Queue("generation", Exchange("generation", type="direct"), routing_key="generation"),
     Queue("curation", Exchange("curation", type="direct"), routing_key="curation"),
+    # The built-in trainer: minutes to hours of torch per run, kept off the generation workers.
+    Queue("training", Exchange("training", type="direct"), routing_key="training"),
 )
 CELERY_TASK_ROUTES = {
+    # Before "generation.*": the first matching pattern wins.
+    "generation.train_student": {"queue": "training", "exchange": "training", "routing_key": "training"},
     "generation.*": {"queue": "generation", "exchange": "generation", "routing_key": "generation"},
     "curation.*": {"queue": "curation", "exchange": "curation", "routing_key": "curation"},
 }
@@ -210,6 +214,10 @@ if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", _EMBEDDING_DEVICE):
     raise ImproperlyConfigured(
         f"OUROBOROS_EMBEDDING_DEVICE={_EMBEDDING_DEVICE!r} is not a torch device: use cpu, cuda, cuda:N or mps"
     )
+
+_TRAINING_DEVICE = envstr("OUROBOROS_TRAINING_DEVICE", "cpu").strip()
+if not re.fullmatch(r"cpu|cuda(:\d+)?", _TRAINING_DEVICE):
+    raise ImproperlyConfigured(f"OUROBOROS_TRAINING_DEVICE={_TRAINING_DEVICE!r} is not a torch device: use cpu, cuda or cuda:N")
 
 OUROBOROS = {
     # Generation: the backend used when a lineage names none.
@@ -289,6 +297,16 @@ OUROBOROS = {
     "IMPORT_LEASE_SECONDS": envint("OUROBOROS_IMPORT_LEASE_SECONDS", 120, minimum=5),
     # Passages embedded (and chunked) per `curation.embed_passages` task after an import.
     "PASSAGE_EMBED_CHUNK_SIZE": envint("OUROBOROS_PASSAGE_EMBED_CHUNK_SIZE", 1000, minimum=1),
+    # The built-in trainer (generation/services/training.py): the torch device and threads of a
+    # `training` worker; a run's claim lease (extended every step) and how long a queued run may sit
+    # untouched before the sweep queues it again; the fewest records a set needs; where adapters,
+    # checkpoints and trained models are written.
+    "TRAINING_DEVICE": _TRAINING_DEVICE,
+    "TRAINING_THREADS": envint("OUROBOROS_TRAINING_THREADS", 2, minimum=1),
+    "TRAINING_LEASE_SECONDS": envint("OUROBOROS_TRAINING_LEASE_SECONDS", 600, minimum=5),
+    "TRAINING_IDLE_SECONDS": envint("OUROBOROS_TRAINING_IDLE_SECONDS", 300, minimum=1),
+    "TRAINING_MIN_RECORDS": envint("OUROBOROS_TRAINING_MIN_RECORDS", 4, minimum=1),
+    "MODEL_ROOT": envstr("OUROBOROS_MODEL_ROOT", str(MEDIA_ROOT / "models")),
 }
 
 LOGGING = {

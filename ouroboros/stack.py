@@ -1,6 +1,6 @@
 """Start the local services Ouroboros needs and supervise its processes.
 
-    python -m ouroboros.stack run                  # db + broker, migrate, seed, web + worker + beat
+    python -m ouroboros.stack run                  # db + broker, migrate, seed, web + workers + beat
     python -m ouroboros.stack test [pytest args]   # db + broker, then pytest; exits with its code
     python -m ouroboros.stack services             # db + broker only; prints `export` lines
     python -m ouroboros.stack bench MODULE [args]  # db + broker + migrate, then `python -m MODULE args`
@@ -587,6 +587,9 @@ def cmd_run(stack: Stack) -> int:
     stack.add("web (runserver)", manage("runserver", f"{host}:{port}", "--noreload"))
     stack.add("celery worker", celery("-A", "ouroboros", "worker", "-Q", "generation,curation", "-c", "1",
                                       "-n", "worker@%h", "--loglevel=INFO"))
+    # Its own worker: a training chunk runs torch for minutes and must not hold up generation or flagging.
+    stack.add("celery training worker", celery("-A", "ouroboros", "worker", "-Q", "training", "-c", "1",
+                                               "-n", "training@%h", "--loglevel=INFO"))
     stack.add("celery beat", celery("-A", "ouroboros", "beat", "--scheduler",
                                     "django_celery_beat.schedulers:DatabaseScheduler", "--loglevel=INFO"))
     log(f"Ouroboros is starting at  http://{host}:{port}/review/   (Ctrl-C stops everything)")
