@@ -5,10 +5,11 @@ import json
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from curation.models import DuplicateCluster, Flag, Generation, Lineage, Review, Sample
+from curation.models import DuplicateCluster, Flag, Generation, Lineage, Review, Sample, SourcePassage
 
 
 def lineage_list() -> QuerySet[Lineage]:
@@ -172,33 +173,61 @@ def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:
     """Cohen's kappa per reviewer pair, over samples that had a second, blind review.
 
     Labels are accept/reject (an edit counts as accept); undone decisions are left out.
+    Each second review is paired with the sample's latest standing first decision.
+    The database counts the pairs: one row per (first reviewer, first decision,
+    second reviewer, second decision), so the page reads a few rows, not every
+    overlap review.
     """
     from curation import metrics
 
     standing = Review.objects.filter(undone_by__isnull=True).exclude(decision=Review.Decision.UNDO)
-    seconds = standing.filter(overlap=True).select_related("reviewer")
+    first = standing.filter(sample_id=OuterRef("sample_id"), overlap=False).order_by("-created_at", "-id")
+    seconds = standing.filter(overlap=True)
     if lineage is not None:
         seconds = seconds.filter(sample__lineage=lineage)
-    firsts = {
-        r.sample_id: r
-        for r in standing.filter(overlap=False, sample_id__in=[s.sample_id for s in seconds])
-        .select_related("reviewer").order_by("created_at", "id")
-    }
+    rows = (seconds.annotate(first_reviewer=Subquery(first.values("reviewer__username")[:1]),
+                             first_decision=Subquery(first.values("decision")[:1]))
+            .filter(first_reviewer__isnull=False)
+            .values("first_reviewer", "first_decision", "reviewer__username", "decision")
+            .annotate(n=Count("id")).order_by())
 
-    def label(review: Review) -> str:
-        return "reject" if review.decision == Review.Decision.REJECT else "accept"
+    def label(decision: str) -> str:
+        return "reject" if decision == Review.Decision.REJECT else "accept"
 
     by_pair: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for second in seconds:
-        first = firsts.get(second.sample_id)
-        if first is None:
-            continue
-        (a, la), (b, lb) = sorted([(first.reviewer.username, label(first)), (second.reviewer.username, label(second))])
-        by_pair.setdefault((a, b), []).append((la, lb))
+    for row in rows:
+        (a, la), (b, lb) = sorted([(row["first_reviewer"], label(row["first_decision"])),
+                                   (row["reviewer__username"], label(row["decision"]))])
+        by_pair.setdefault((a, b), []).extend([(la, lb)] * row["n"])
     return [
         {"pair": pair, "n": len(pairs), "agreement": sum(x == y for x, y in pairs) / len(pairs),
          "kappa": metrics.cohens_kappa(metrics.agreement_table(pairs, ["accept", "reject"]))}
         for pair, pairs in sorted(by_pair.items())
+    ]
+
+
+def lineage_list_overview() -> list[tuple[Lineage, dict]]:
+    """Every lineage with its open generation, passage count and the open
+    generation's counts by status, in two queries whatever the number of lineages."""
+    open_generation = Generation.objects.filter(lineage=OuterRef("pk"), status=Generation.Status.OPEN)
+    passages = (SourcePassage.objects.filter(lineage=OuterRef("pk")).order_by().values("lineage")
+                .annotate(n=Count("id")).values("n"))
+    lineages = list(lineage_list().annotate(
+        open_generation_id=Subquery(open_generation.values("id")[:1]),
+        open_generation_number=Subquery(open_generation.values("number")[:1]),
+        passage_count=Coalesce(Subquery(passages), 0)))
+    counts: dict[int, dict[str, int]] = {}
+    open_ids = [lineage.open_generation_id for lineage in lineages if lineage.open_generation_id]
+    for row in (Sample.objects.filter(generation_id__in=open_ids).values("generation_id", "status")
+                .annotate(n=Count("id")).order_by()):
+        counts.setdefault(row["generation_id"], {})[row["status"]] = row["n"]
+    return [
+        (lineage, {
+            "generation": {"number": lineage.open_generation_number} if lineage.open_generation_id else None,
+            "passages": lineage.passage_count,
+            "counts": {"pending": 0, "accepted": 0, "rejected": 0, **counts.get(lineage.open_generation_id, {})},
+        })
+        for lineage in lineages
     ]
 
 
