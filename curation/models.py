@@ -405,7 +405,8 @@ class Review(models.Model):
         EDIT = "edit", "Edit and accept"
         UNDO = "undo", "Undo"
 
-    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="reviews")
+    # PROTECT: a reviewed sample cannot be deleted, so the log is never rewritten by a cascade.
+    sample = models.ForeignKey(Sample, on_delete=models.PROTECT, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
     decision = models.CharField(max_length=10, choices=Decision.choices)
     reason = models.CharField(max_length=500, blank=True)
@@ -422,7 +423,11 @@ class Review(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["reviewer", "-created_at"], name="review_by_reviewer_idx")]
+        indexes = [
+            models.Index(fields=["reviewer", "-created_at"], name="review_by_reviewer_idx"),
+            # Second reviews are few: reviewer agreement reads them through this small index.
+            models.Index(fields=["sample"], condition=Q(overlap=True), name="review_overlap_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.decision} sample {self.sample_id}"

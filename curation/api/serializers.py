@@ -256,13 +256,21 @@ class ReviewSerializer(serializers.ModelSerializer):
                   "undone", "created_at"]
 
     def get_undone(self, review: Review) -> bool:
-        return hasattr(review, "undone_by")
+        # A sample's reviews come as one list: the undone ones are those another row of it undoes.
+        undone_ids = self.context.get("undone_ids")
+        if undone_ids is not None:
+            return review.pk in undone_ids
+        return Review.objects.filter(undoes=review).exists()
+
+
+def _undone_ids(sample: Sample) -> set[int]:
+    return {review.undoes_id for review in sample.reviews.all() if review.undoes_id}
 
 
 class SampleDetailSerializer(SampleSerializer):
     flags = FlagSerializer(many=True, read_only=True)
     passage = PassageRefSerializer(read_only=True)
-    reviews = ReviewSerializer(many=True, read_only=True)
+    reviews = serializers.SerializerMethodField()
     reject_reasons = serializers.ListField(source="lineage.reject_reasons", child=serializers.CharField(),
                                            read_only=True, help_text="The reasons a rejection may give.")
     leased_to = serializers.CharField(source="leased_to.username", read_only=True, allow_null=True, default=None)
@@ -271,6 +279,56 @@ class SampleDetailSerializer(SampleSerializer):
         fields = [*SampleSerializer.Meta.fields, "alt_answers", "dialogue", "provenance", "original_answer",
                   "passage", "neighbours", "cluster", "double_review", "leased_to", "lease_expires_at",
                   "reject_reasons", "reviews"]
+
+    @extend_schema_field(ReviewSerializer(many=True))
+    def get_reviews(self, sample: Sample) -> list[dict]:
+        return ReviewSerializer(sample.reviews.all(), many=True, context={"undone_ids": _undone_ids(sample)}).data
+
+
+def sample_is_blind(sample: Sample, user) -> bool:
+    """Whether `user` may still give this sample its blind second review, and so
+    must not see the first one: a double-review sample, decided, with no standing
+    second review yet, that `user` has not decided. Reads the sample's prefetched reviews."""
+    if not sample.double_review or sample.status == Sample.Status.PENDING:
+        return False
+    undone = _undone_ids(sample)
+    standing = [r for r in sample.reviews.all() if r.decision != Review.Decision.UNDO and r.pk not in undone]
+    return not any(r.overlap or r.reviewer_id == user.pk for r in standing)
+
+
+BLIND_HIDDEN = ("status", "decided_at")
+
+
+class BlindSampleSerializer(SampleSerializer):
+    """A sample for its blind second review: the answer as generated, and nothing
+    of the first decision (no status, decision time, reviews, edit or original answer)."""
+
+    flags = FlagSerializer(many=True, read_only=True)
+    passage = PassageRefSerializer(read_only=True)
+    answer = serializers.SerializerMethodField(help_text="The answer as generated (before any reviewer's edit).")
+    second_review = serializers.SerializerMethodField(
+        help_text="Always true: decide with `overlap: true`; the first decision is hidden until you have.")
+    reject_reasons = serializers.ListField(source="lineage.reject_reasons", child=serializers.CharField(),
+                                           read_only=True, help_text="The reasons a rejection may give.")
+    leased_to = serializers.CharField(source="leased_to.username", read_only=True, allow_null=True, default=None)
+
+    class Meta(SampleSerializer.Meta):
+        fields = [*(f for f in SampleSerializer.Meta.fields if f not in BLIND_HIDDEN), "alt_answers", "dialogue",
+                  "provenance", "passage", "neighbours", "cluster", "double_review", "leased_to",
+                  "lease_expires_at", "reject_reasons", "second_review"]
+
+    def get_answer(self, sample: Sample) -> str:
+        return sample.original_answer or sample.answer
+
+    def get_second_review(self, sample: Sample) -> bool:
+        return True
+
+
+# What sample detail and queue-next answer: the full sample, or its blind form for a second reviewer.
+SAMPLE_FOR_REVIEWER = PolymorphicProxySerializer(
+    component_name="SampleForReviewer", resource_type_field_name=None,
+    serializers=[SampleDetailSerializer, BlindSampleSerializer],
+)
 
 
 class DecisionSerializer(serializers.Serializer):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
@@ -20,18 +21,24 @@ from curation.services.training_sets import (
 from curation.extensions import panels_render
 from ouroboros.roles import curator_required
 
+TRAINING_SETS_PER_PAGE = 20
+
 
 @curator_required
 @require_safe
 def lineage_list(request):
-    lineages = [(lineage, selectors.lineage_overview(lineage=lineage)) for lineage in selectors.lineage_list()]
-    return render(request, "curation/lineage_list.html", {"lineages": lineages})
+    return render(request, "curation/lineage_list.html", {"lineages": selectors.lineage_list_overview()})
 
 
 @curator_required
 @require_safe
 def lineage_detail(request, slug: str):
     lineage = get_object_or_404(Lineage, slug=slug)
+    # Newest first, a page at a time: a long-lived lineage has a set per generation.
+    training_sets = Paginator(
+        lineage.training_sets.select_related("generation", "built_by").prefetch_related("exports")
+        .order_by("-generation__number"), TRAINING_SETS_PER_PAGE,
+    ).get_page(request.GET.get("sets"))
     try:
         plan = training_set_plan(lineage=lineage)
     except TrainingSetError:
@@ -48,8 +55,7 @@ def lineage_detail(request, slug: str):
             "policy": lineage_policy(lineage=lineage),
             "plan": plan,
             "plan_breaches": policy_check(plan) if plan else [],
-            "training_sets": lineage.training_sets.select_related("generation", "built_by")
-            .prefetch_related("exports"),
+            "training_sets": training_sets,
         },
     )
 
