@@ -20,6 +20,7 @@ sees the earlier one.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -447,27 +448,6 @@ def _duplicate_evidence(match: dict, scope: str, score: float, lineage: Lineage,
             "duplicate_answer": duplicate.answer, "duplicate_status": duplicate.status}
 
 
-def _cluster_for(sample: Sample, match: dict | None, flagged: bool) -> int | None:
-    """Join the cluster of the earlier duplicate (creating it around that sample if needed).
-
-    The earlier sample's row is locked first, so two samples joining it at once
-    end up in one cluster, not two. The caller holds this sample's own row lock
-    (taken first in its transaction), so a later copy joining *this* sample
-    waits for it and reads the cluster it ends in.
-    """
-    if flagged and match and match["kind"] == "sample":
-        earlier = Sample.objects.select_for_update().only("id", "cluster_id", "lineage_id").get(pk=match["id"])
-        if earlier.cluster_id is None:
-            cluster, _ = DuplicateCluster.objects.get_or_create(
-                representative=earlier, defaults={"lineage_id": earlier.lineage_id}
-            )
-            Sample.objects.filter(pk=earlier.pk).update(cluster=cluster)
-            return cluster.pk
-        return earlier.cluster_id
-    # Not a duplicate of anything earlier: it stays only in a cluster it founded.
-    return DuplicateCluster.objects.filter(representative_id=sample.pk).values_list("id", flat=True).first()
-
-
 def _score(item: _Item):
     """The hallucination seam: a sample's sentences, their retrieved chunks and the alternative answers in,
     per-sentence scores (and the sample's) out. New signals plug in here (`curation.detectors`)."""
@@ -545,12 +525,12 @@ def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpu
              .only("id", "question", "answer", "status")}
     found |= {("passage", p.pk): p for p in SourcePassage.objects.filter(
         pk__in=[i for k, i in wanted if k == "passage"]).only("id", "title", "text")}
-    for item in items:
-        _store(item, _score(item), found, passages_missing)
+    _store([(item, *_verdict(item, _score(item), found, passages_missing)) for item in items])
     return len(items)
 
 
-def _store(item: _Item, hallucination, found: dict, passages_missing: int) -> list[Flag]:
+def _verdict(item: _Item, hallucination, found: dict, passages_missing: int) -> tuple[list[Flag], dict]:
+    """Steps 5 and 6 for one sample: the flags it raises and the columns it gets."""
     sample, lineage, neighbours = item.sample, item.sample.lineage, item.neighbours
     scored = {scope: _duplicate_score(m) for scope, m in neighbours.items()}
     scope = max(scored, key=lambda s: scored[s])
@@ -568,27 +548,95 @@ def _store(item: _Item, hallucination, found: dict, passages_missing: int) -> li
             evidence["passages_not_yet_embedded"] = passages_missing
         raised.append(Flag(sample=sample, kind=Flag.Kind.HALLUCINATION, score=round(hallucination.score, 4),
                            evidence=evidence, detector_version=detectors.HALLUCINATION_VERSION))
+    # A match with a lineage sample (b) or a batch sample (a) joins its cluster; a copy of real data has none.
+    joins = best["id"] if is_duplicate and scope in ("batch", "lineage") else None
+    return raised, {
+        "novelty": novelty(dup_score if any(neighbours.values()) else None),
+        "duplicate_score": round(dup_score, 4),
+        "hallucination_score": round(hallucination.score, 4),
+        "neighbours": {**neighbours, "scope": scope},
+        "joins": joins,
+        # The queue's risk order reads this column: the highest score among the flags stored.
+        "risk": max((flag.score for flag in raised), default=0.0),
+    }
 
-    with transaction.atomic():
-        # This sample's row first: a later copy joining its cluster waits for this transaction.
-        Sample.objects.select_for_update().filter(pk=sample.pk).values_list("id", flat=True).get()
-        Flag.objects.filter(sample=sample).exclude(kind__in=[f.kind for f in raised]).delete()
-        stored = Flag.objects.bulk_create(raised, update_conflicts=True, unique_fields=["sample", "kind"],
-                                          update_fields=["score", "evidence", "detector_version"]) if raised else []
-        # Match with a lineage sample (b) or a batch sample (a); a copy of real data has no cluster.
-        cluster_match = best if scope in ("batch", "lineage") else None
-        Sample.objects.filter(pk=sample.pk).update(
-            novelty=novelty(dup_score if any(neighbours.values()) else None),
-            duplicate_score=round(dup_score, 4),
-            hallucination_score=round(hallucination.score, 4),
-            neighbours={**neighbours, "scope": scope},
-            cluster_id=_cluster_for(sample, cluster_match, is_duplicate),
-            detector_version=DETECTOR_VERSION,
-            # The queue's risk order reads this column: the highest score among the flags just stored.
-            risk=max((flag.score for flag in stored), default=0.0),
-            flagged_at=timezone.now(),
-        )
-    return stored
+
+_UPDATE_SAMPLES_SQL = """
+UPDATE {sample} AS s
+SET novelty = v.novelty, duplicate_score = v.duplicate_score, hallucination_score = v.hallucination_score,
+    neighbours = v.neighbours::jsonb, cluster_id = v.cluster_id, risk = v.risk,
+    detector_version = %s, flagged_at = now()
+FROM unnest(%s::bigint[], %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::bigint[], %s::float8[])
+     AS v(id, novelty, duplicate_score, hallucination_score, neighbours, cluster_id, risk)
+WHERE s.id = v.id
+"""
+
+
+def _store(verdicts: list[tuple[_Item, list[Flag], dict]]) -> None:
+    """Step 7: the batch's flags, clusters and scores in one transaction, a few statements in all.
+
+    1. Lock the batch's rows and those of the earlier samples they join, in id
+       order (two batches never wait on each other in a circle), reading their
+       clusters as they are once locked.
+    2. Replace the batch's flags (one delete, one upsert).
+    3. Clusters, in id order, as single linkage through earlier samples: a
+       duplicate joins its match's cluster, founded around the match if it has
+       none; a sample that is no duplicate stays only in a cluster it founded.
+       A later copy joining one of these samples locks its row first, so it
+       waits for this transaction and reads the cluster it ends in.
+    4. Write every sample's scores, cluster and flag time.
+    """
+    ids = [item.sample.pk for item, _, _ in verdicts]
+    joined = {columns["joins"] for _, _, columns in verdicts if columns["joins"] is not None}
+    table = Sample._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, cluster_id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                       [sorted(set(ids) | joined)])
+        cluster_of = dict(cursor.fetchall())
+
+        raised = [flag for _, flags, _ in verdicts for flag in flags]
+        cursor.execute(f"DELETE FROM {Flag._meta.db_table} f USING unnest(%s::bigint[]) AS b(id) "
+                       "WHERE f.sample_id = b.id AND NOT (f.sample_id, f.kind) IN "
+                       "(SELECT * FROM unnest(%s::bigint[], %s::text[]))",
+                       [ids, [f.sample_id for f in raised], [f.kind for f in raised]])
+        if raised:
+            Flag.objects.bulk_create(raised, update_conflicts=True, unique_fields=["sample", "kind"],
+                                     update_fields=["score", "evidence", "detector_version"])
+
+        founded = dict(DuplicateCluster.objects.filter(representative_id__in=set(ids) | joined)
+                       .values_list("representative_id", "id"))
+        lineage_of = {item.sample.pk: item.sample.lineage_id for item, _, _ in verdicts}
+        moved_earlier = {}
+        final = {}
+        for item, _, columns in verdicts:
+            pk, match = item.sample.pk, columns["joins"]
+            if match is None:
+                final[pk] = founded.get(pk)
+            else:
+                cluster = cluster_of.get(match)
+                if cluster is None:
+                    cluster = founded.get(match)
+                    if cluster is None:
+                        cluster = DuplicateCluster.objects.create(representative_id=match,
+                                                                  lineage_id=lineage_of[pk]).pk
+                        founded[match] = cluster
+                    cluster_of[match] = cluster
+                    if match in final:
+                        final[match] = cluster  # a sample of this batch, written below
+                    else:
+                        moved_earlier[match] = cluster
+                final[pk] = cluster
+            cluster_of[pk] = final[pk]
+        if moved_earlier:
+            cursor.execute(f"UPDATE {table} AS s SET cluster_id = v.cluster FROM unnest(%s::bigint[], %s::bigint[]) "
+                           "AS v(id, cluster) WHERE s.id = v.id", [list(moved_earlier), list(moved_earlier.values())])
+
+        columns = [c for _, _, c in verdicts]
+        cursor.execute(_UPDATE_SAMPLES_SQL.format(sample=table), [
+            DETECTOR_VERSION, ids, [c["novelty"] for c in columns], [c["duplicate_score"] for c in columns],
+            [c["hallucination_score"] for c in columns], [json.dumps(c["neighbours"]) for c in columns],
+            [final[pk] for pk in ids], [c["risk"] for c in columns],
+        ])
 
 
 def sample_flag(*, sample_id: int) -> list[Flag]:
