@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 
 from curation.models import (
@@ -17,6 +18,18 @@ from curation.models import (
 )
 from curation.services.reflag import ReflagError, flag_run_create
 from generation.services import JobError, job_create
+from ouroboros.egress import KEY_FIELDS, URL_FIELDS, settings_problems
+
+
+class LineageAdminForm(forms.ModelForm):
+    """The backend allowlist and the key-name rule, as form errors on the fields that break them."""
+
+    def clean(self):
+        cleaned = super().clean()
+        checked = {name: cleaned.get(name) or "" for name in (*URL_FIELDS, *KEY_FIELDS) if name in self.fields}
+        for name, problem in settings_problems(checked).items():
+            self.add_error(name, problem)
+        return cleaned
 
 
 class LineagePolicyInline(admin.StackedInline):
@@ -27,6 +40,7 @@ class LineagePolicyInline(admin.StackedInline):
 
 @admin.register(Lineage)
 class LineageAdmin(admin.ModelAdmin):
+    form = LineageAdminForm
     list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "hallucination_threshold")
     prepopulated_fields = {"slug": ("name",)}
     inlines = [LineagePolicyInline]

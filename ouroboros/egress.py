@@ -369,3 +369,38 @@ def request(method: str, url: str, *, body: bytes | None = None, headers: dict[s
             connection.close()
     assert last_error is not None
     raise last_error
+
+
+# Django validators and the save-time guard -------------------------------------
+
+
+def validate_url(value: str) -> None:
+    """A model/form validator: the URL is empty or allowed by the host rules."""
+    from django.core.exceptions import ValidationError
+
+    if value:
+        try:
+            url_check(value, policy=current_policy())
+        except EgressRefused as exc:
+            raise ValidationError(str(exc), code="egress") from None
+
+
+def validate_key_env(value: str) -> None:
+    """A model/form validator: the variable name is empty or follows the name rule."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        key_env_check(value, policy=current_policy())
+    except EgressRefused as exc:
+        raise ValidationError(str(exc), code="egress") from None
+
+
+def instance_guard(instance, fields: Iterable[str]) -> None:
+    """Refuse to save a row whose URL or key fields break the policy, whichever path saves it
+    (a service, the admin, a management command, the shell). Raises a ValidationError keyed by field."""
+    from django.core.exceptions import ValidationError
+
+    values = {name: getattr(instance, name) for name in fields if hasattr(instance, name)}
+    problems = settings_problems(values)
+    if problems:
+        raise ValidationError({field: [message] for field, message in problems.items()})

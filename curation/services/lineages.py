@@ -140,6 +140,10 @@ def lineage_settings_update(*, lineage: Lineage, settings: dict | None = None, p
             raise SettingsError(f"policy.{name}", "is not a policy setting that can be changed")
     if settings.get("backend") and settings["backend"] not in REGISTRY:
         raise SettingsError("backend", f"unknown backend; known: {', '.join(sorted(REGISTRY))}")
+    from ouroboros.egress import settings_problems
+
+    for name, problem in settings_problems(settings).items():  # the backend allowlist and key-name rule
+        raise SettingsError(name, problem)
     if "reject_reasons" in settings:
         settings["reject_reasons"] = _check_reject_reasons(settings["reject_reasons"])
     ranges = {"overlap_fraction": (0, 1), "duplicate_threshold": (0, 1), "hallucination_threshold": (0, 1),

@@ -1,6 +1,10 @@
 """generation's API routes, mounted at `/api/` by `ouroboros.urls` before curation's (which ends in the
 catch-all JSON 404). Each new route gets a row in tests/api/test_roles.py and tests/security/test_authz.py."""
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from generation.api import students
 
 urlpatterns: list = [
+    # External trainers register the student they trained (curators).
+    path("generations/<int:pk>/student/", students.GenerationStudent.as_view(), name="api-generation-student"),
 ]
