@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from curation.api.errors import field_error
 from curation.api.permissions import IsCurator
-from curation.api.responses import BAD_REQUEST, errors
+from curation.api.responses import BAD_REQUEST, NOT_FOUND, errors
 from curation.api.serializers import CharField, RegexField, URLField
 from curation.models import Generation
 from generation.models import ModelRecord
@@ -46,7 +46,9 @@ class GenerationStudent(APIView):
                     "generation (`generation`), a host the allowlist refuses or an endpoint that cannot be "
                     "reached or fails (`base_url`), a key variable outside the allowed names (`api_key_env`).",
         parameters=[GENERATION], request=StudentRegisterSerializer,
-        responses={201: ModelRecordSerializer, **errors(BAD_REQUEST)},
+        # 404: only for a path that is not a generation id at all (the API's catch-all); an id that names
+        # no generation is a 400 naming `generation`, as the trainer's input was wrong.
+        responses={201: ModelRecordSerializer, **errors(BAD_REQUEST, NOT_FOUND)},
     )
     def post(self, request, pk: int):
         data = StudentRegisterSerializer(data=request.data)
