@@ -33,21 +33,15 @@ class WorkStatus(models.TextChoices):
 
 
 class Lineage(models.Model):
-    """One recursive line of training data, with its settings and policy."""
+    """One recursive line of training data, with its settings and policy.
+
+    Its generator settings (backend, sampling, loop mode) are generation's:
+    `lineage.generator`, a generation.GeneratorSettings row.
+    """
 
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=200, unique=True)
     description = models.TextField(blank=True)
-    # Generator settings (see generation/): which backend, how many student answers.
-    backend = models.CharField(max_length=50, blank=True, help_text="Registry name; empty uses the default.")
-    backend_model = models.CharField(max_length=200, blank=True, help_text="Model name for HTTP backends.")
-    backend_base_url = models.URLField(
-        blank=True, help_text="OpenAI-compatible base URL, e.g. http://vllm:8000/v1; empty uses the setting."
-    )
-    backend_api_key_env = models.CharField(
-        max_length=100, blank=True, help_text="NAME of the environment variable that holds the API key (never the key)."
-    )
-    critique = models.BooleanField(default=False, help_text="Add a tutor critique turn after the student's answer.")
     # Review settings.
     reject_reasons = models.JSONField(
         default=default_reject_reasons, blank=True,
@@ -57,8 +51,6 @@ class Lineage(models.Model):
     overlap_fraction = models.FloatField(
         default=0.0, help_text="Share of new samples (0–1) that a second reviewer also decides, blind, for agreement."
     )
-    student_answers = models.PositiveSmallIntegerField(default=3, help_text="k answers per question.")
-    temperature = models.FloatField(default=0.7)
     # Flag thresholds, set per lineage (`manage.py calibrate_flags` fits them).
     duplicate_threshold = models.FloatField(
         default=settings.OUROBOROS["DUPLICATE_THRESHOLD"],

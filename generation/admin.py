@@ -1,10 +1,13 @@
 from django import forms
 from django.contrib import admin, messages
 
+from curation.admin import LineageAdmin
 from generation.errors import JobError
 from generation.models import (
     GenerationFailure,
     GenerationJob,
+    GenerationModels,
+    GeneratorSettings,
     LineageSchedule,
     PromptTemplate,
     ScheduleRun,
@@ -13,6 +16,7 @@ from generation.models import (
 )
 from generation.services import (
     job_cancel,
+    job_create,
     job_resume,
     prompt_template_save,
     schedule_delete,
@@ -20,6 +24,28 @@ from generation.services import (
     schedule_resume,
     schedule_sync,
 )
+
+
+class GeneratorSettingsInline(admin.StackedInline):
+    model = GeneratorSettings
+    can_delete = False
+    verbose_name_plural = "generator settings"
+
+
+@admin.action(description="Start a generation job (5 samples) for the selected lineages")
+def start_job(modeladmin, request, queryset):
+    for lineage in queryset:
+        try:
+            job = job_create(lineage=lineage, requested=5, created_by=request.user)
+        except JobError as exc:
+            modeladmin.message_user(request, f"{lineage}: {exc}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{lineage}: job {job.pk} queued.", messages.SUCCESS)
+
+
+# curation's lineage admin gets generation's settings and action from here: curation never imports generation.
+LineageAdmin.inlines = [*LineageAdmin.inlines, GeneratorSettingsInline]
+LineageAdmin.actions = [start_job, *LineageAdmin.actions]
 
 
 class FailureInline(admin.TabularInline):
@@ -140,6 +166,14 @@ class LineageScheduleAdmin(admin.ModelAdmin):
     def resume(self, request, queryset):
         for schedule in queryset:
             schedule_resume(schedule=schedule)
+
+
+@admin.register(GenerationModels)
+class GenerationModelsAdmin(admin.ModelAdmin):
+    list_display = ("generation", "tutor", "student", "recorded_at")
+
+    def has_change_permission(self, request, obj=None):
+        return False  # recorded by the first job of the generation
 
 
 class WebhookAttemptInline(admin.TabularInline):

@@ -6,4 +6,6 @@ class GenerationConfig(AppConfig):
     verbose_name = "Generation"
 
     def ready(self):
-        from . import signals  # noqa: F401  (receivers register on import)
+        from . import hooks, signals  # noqa: F401  (receivers register on import)
+
+        hooks.register()  # generation's panels and settings on curation's pages and API

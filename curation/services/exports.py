@@ -437,25 +437,20 @@ def training_set_publish_if_ready(*, training_set_id: int) -> bool:
         }
         data = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
         _write_bytes_atomically(_safe_path(f"{training_set.export_path}/{MANIFEST_NAME}"), data)
-        published = TrainingSet.objects.filter(pk=training_set.pk, status=TrainingSet.Status.EXPORTING).update(
+        TrainingSet.objects.filter(pk=training_set.pk, status=TrainingSet.Status.EXPORTING).update(
             status=TrainingSet.Status.PUBLISHED, manifest=manifest, sha256=hashlib.sha256(data).hexdigest(),
             published_at=published_at,
         )
-        if published:
-            training_set.refresh_from_db()
-            _send_published(training_set)
+        # Other apps act on a published set (generation: train the next student, call a trainer's webhook).
+        transaction.on_commit(lambda: _announce_published(training_set_id), robust=True)
     return True
 
 
-def _send_published(training_set: TrainingSet) -> None:
-    """Tell other apps (an external trainer's webhook, see generation) inside the publishing transaction.
-    A receiver that writes does so in a savepoint of its own (curation/signals.py), so one that fails is
-    logged here and leaves the publication standing."""
-    from curation.signals import training_set_published
+def _announce_published(training_set_id: int) -> None:
+    from curation.extensions import training_set_published
 
-    for receiver, outcome in training_set_published.send_robust(sender=TrainingSet, training_set=training_set):
-        if isinstance(outcome, Exception):
-            log.error("training_set_published receiver %r failed for set %s: %r", receiver, training_set.pk, outcome)
+    training_set = TrainingSet.objects.select_related("lineage", "generation").get(pk=training_set_id)
+    training_set_published.send(sender=TrainingSet, training_set=training_set)
 
 
 def training_set_verify(*, training_set: TrainingSet, rebuild: bool = False) -> list[str]:

@@ -2,9 +2,13 @@
 catch-all JSON 404). Each new route gets a row in tests/api/test_roles.py and tests/security/test_authz.py."""
 from django.urls import path
 
-from generation.api import students
+from generation.api import jobs, students
 
 urlpatterns: list = [
+    # Jobs (curators).
+    path("lineages/<slug:slug>/jobs/", jobs.JobList.as_view(), name="api-jobs"),
+    path("jobs/<int:pk>/", jobs.JobDetail.as_view(), name="api-job"),
+    path("jobs/<int:pk>/cancel/", jobs.JobCancel.as_view(), name="api-job-cancel"),
     # External trainers register the student they trained (curators).
     path("generations/<int:pk>/student/", students.GenerationStudent.as_view(), name="api-generation-student"),
 ]

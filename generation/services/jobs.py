@@ -198,6 +198,7 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
     the task's retry policy (the backend as a whole looks unwell).
     """
     lineage = job.lineage
+    generator = lineage.generator
     rng = random.Random(job.seed + index)
     reason = ""
     for attempt in range(ATTEMPTS_PER_ITEM):
@@ -206,11 +207,11 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
             result = _retrying_timeouts(lambda: run_dialogue(
                 backend=backend,
                 passage_text=passage.text,
-                answers=lineage.student_answers,
-                temperature=lineage.temperature,
+                answers=generator.student_answers,
+                temperature=generator.temperature,
                 seed=(job.seed + index * 7919 + attempt) % (2**31),
                 prompts=prompts,
-                critique=lineage.critique,
+                critique=generator.critique,
             ))
         except InvalidOutput as exc:
             reason = str(exc)
@@ -257,10 +258,10 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
     token = _claim(job_id)
     if token is None:
         return ChunkOutcome(claimed=False)
-    job = GenerationJob.objects.select_related("lineage", "generation").get(pk=job_id)
+    job = GenerationJob.objects.select_related("lineage__generator", "generation").get(pk=job_id)
     outcome = ChunkOutcome(claimed=True)
     try:
-        backend = get_backend(job.lineage.backend, lineage_backend_config(lineage=job.lineage))
+        backend = get_backend(job.lineage.generator.backend, lineage_backend_config(lineage=job.lineage))
         prompts = lineage_prompts(lineage=job.lineage)
         for index in _open_items(job)[: job.chunk_size]:
             if not _still_holds(job_id, token):

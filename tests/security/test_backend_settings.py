@@ -6,8 +6,6 @@ API (400), the admin (a form error), and any code that saves the row (a command,
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.contrib import admin
 from django.core.exceptions import ValidationError
@@ -15,6 +13,7 @@ from django.forms.models import model_to_dict
 from django.urls import reverse
 
 from curation.models import Lineage
+from generation.models import GeneratorSettings, generator_settings_for
 from tests.api.conftest import token_client
 
 REFUSED = [
@@ -23,6 +22,9 @@ REFUSED = [
     ("backend_base_url", "http://[::ffff:a9fe:a9fe]/latest/v1", "link-local"),
     ("backend_api_key_env", "DJANGO_SECRET_KEY", "must start with OUROBOROS_BACKEND_KEY_"),
     ("backend_api_key_env", "OPENAI_API_KEY", "must start with OUROBOROS_BACKEND_KEY_"),
+    ("webhook_url", "http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("webhook_url", "http://10.1.2.3:8000/hook", "not on the backend allowlist"),
+    ("webhook_secret_env", "DJANGO_SECRET_KEY", "must start with OUROBOROS_BACKEND_KEY_"),
 ]
 
 
@@ -32,8 +34,7 @@ def test_the_api_refuses_it_with_a_400_naming_the_field_and_the_rule(curator, li
     assert response.status_code == 400, response.content
     (error,) = response.json()["errors"]
     assert error["field"] == field and rule in error["message"]
-    lineage.refresh_from_db()
-    assert getattr(lineage, field) == ""
+    assert getattr(generator_settings_for(lineage), field) == ""
 
 
 def test_the_api_accepts_a_loopback_server_and_a_key_under_the_prefix(curator, lineage):
@@ -41,8 +42,7 @@ def test_the_api_accepts_a_loopback_server_and_a_key_under_the_prefix(curator, l
             "backend_api_key_env": "OUROBOROS_BACKEND_KEY_VLLM"}
     response = token_client(curator).patch(reverse("api-lineage", args=[lineage.slug]), body, format="json")
     assert response.status_code == 200, response.content
-    lineage.refresh_from_db()
-    assert lineage.backend_base_url == "http://127.0.0.1:8001/v1"
+    assert generator_settings_for(lineage).backend_base_url == "http://127.0.0.1:8001/v1"
 
 
 def test_the_operator_allowlist_admits_a_pinned_host(curator, lineage, settings):
@@ -58,12 +58,12 @@ def test_the_operator_allowlist_admits_a_pinned_host(curator, lineage, settings)
 
 @pytest.mark.parametrize("field,value,rule", REFUSED)
 def test_the_admin_refuses_it_with_a_form_error(rf, lineage, field, value, rule):
-    model_admin = admin.site._registry[Lineage]
-    request = rf.post("/")
-    form_class = model_admin.get_form(request, lineage)
-    data = {**model_to_dict(lineage), field: value}
-    data["reject_reasons"] = json.dumps(data["reject_reasons"])
-    form = form_class(data=data, instance=lineage)
+    """The lineage's admin page edits generator settings in an inline: its form reports the rule on the field."""
+    inline = next(i for i in admin.site._registry[Lineage].get_inline_instances(rf.get("/"), lineage)
+                  if i.model is GeneratorSettings)
+    form_class = inline.get_formset(rf.post("/"), lineage).form
+    generator = generator_settings_for(lineage)
+    form = form_class(data={**model_to_dict(generator), field: value}, instance=generator)
     assert not form.is_valid()
     assert rule in " ".join(form.errors[field])
     assert set(form.errors) == {field}  # nothing else about the form was wrong
@@ -72,8 +72,9 @@ def test_the_admin_refuses_it_with_a_form_error(rf, lineage, field, value, rule)
 @pytest.mark.parametrize("field,value,rule", REFUSED)
 def test_code_that_saves_the_row_directly_is_refused_too(lineage, field, value, rule):
     """A management command or the shell: the model refuses to be saved."""
-    setattr(lineage, field, value)
+    generator = generator_settings_for(lineage)
+    setattr(generator, field, value)
     with pytest.raises(ValidationError) as caught:
-        lineage.save()
+        generator.save()
     assert rule in " ".join(caught.value.message_dict[field])
-    assert getattr(Lineage.objects.get(pk=lineage.pk), field) == ""
+    assert getattr(GeneratorSettings.objects.get(pk=generator.pk), field) == ""
