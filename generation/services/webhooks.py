@@ -1,10 +1,9 @@
 """Telling an external trainer that a training set is published: a signed webhook, retried, every try logged.
 
-1. When a set is published, curation sends `training_set_published` inside the
-   publishing transaction; `webhook_queue` then writes one WebhookDelivery
-   (only if the lineage has a webhook URL) with its JSON body fixed, and queues
-   `generation.deliver_webhook` after commit. So a delivery exists exactly when
-   the publication does.
+1. When a set is published, curation sends `training_set_published`
+   (curation/extensions.py) after the publication commits; `webhook_queue` then
+   writes one WebhookDelivery (only if the lineage has a webhook URL) with its
+   JSON body fixed, and queues `generation.deliver_webhook` after that commits.
 2. `webhook_deliver` claims the delivery (a conditional update), signs the body
    and POSTs it through the egress policy (the URL's host and its resolved
    addresses are checked, the connection goes to a checked address). Every try
@@ -95,7 +94,7 @@ def webhook_payload(*, training_set: TrainingSet) -> dict:
 def webhook_queue(*, training_set: TrainingSet) -> WebhookDelivery | None:
     """Write the delivery for a just-published set (if its lineage has a webhook) and queue it after commit.
 
-    Called inside the publishing transaction; a second call for the same set does nothing.
+    A second call for the same set does nothing (one delivery per set and event).
     """
     generator = GeneratorSettings.objects.filter(lineage_id=training_set.lineage_id).first()
     if generator is None or not generator.webhook_url:
@@ -234,8 +233,23 @@ def webhook_send_again(*, delivery: WebhookDelivery) -> bool:
 
 def webhooks_requeue_stale(*, grace_seconds: int = 60) -> list[int]:
     """Queue again every pending delivery whose next try is overdue by `grace_seconds` and that nobody holds:
-    its message was lost (a dead worker, a Redis restart)."""
+    its message was lost (a dead worker, a Redis restart).
+
+    It also writes the delivery of a set published in the last day without one, while its lineage had the
+    webhook configured: the announcement after the publication's commit was lost (the process died between).
+    """
     now = timezone.now()
+    unannounced = (
+        TrainingSet.objects.filter(status=TrainingSet.Status.PUBLISHED, published_at__gte=now - timedelta(days=1),
+                                   published_at__lt=now - timedelta(seconds=grace_seconds),
+                                   published_at__gt=F("lineage__generator__updated_at"))
+        .exclude(lineage__generator__webhook_url="")
+        .exclude(webhook_deliveries__event=WebhookDelivery.EVENT_PUBLISHED)
+        .select_related("lineage", "generation")
+    )
+    for training_set in unannounced:
+        with transaction.atomic():
+            webhook_queue(training_set=training_set)
     ids = list(
         WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING)
         .filter(Q(next_attempt_at__isnull=True, updated_at__lt=now - timedelta(seconds=grace_seconds))

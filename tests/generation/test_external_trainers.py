@@ -24,7 +24,12 @@ from generation.models import (
     WebhookDelivery,
     generator_settings_for,
 )
-from generation.services.webhooks import webhook_deliver, webhook_signature, webhook_signature_valid
+from generation.services.webhooks import (
+    webhook_deliver,
+    webhook_signature,
+    webhook_signature_valid,
+    webhooks_requeue_stale,
+)
 from ouroboros.celery import app
 from tests.api.conftest import token_client
 from tests.factories import make_lineage, make_sample
@@ -76,7 +81,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _publish(lineage, reviewer, curator, capture) -> TrainingSet:
+def _publish(lineage, reviewer, curator, capture, announce: bool = True) -> TrainingSet:
     """Build and export a set in this process; publishing it is what queues the webhook."""
     for i in range(3):
         sample_accept(sample=make_sample(lineage, question=f"Question {i}?"), reviewer=reviewer)
@@ -86,7 +91,7 @@ def _publish(lineage, reviewer, curator, capture) -> TrainingSet:
     with capture(execute=False) as callbacks:
         for export in training_set.exports.all():
             export_run(export_id=export.pk)
-    for callback in callbacks:
+    for callback in callbacks if announce else ():
         if callback.__qualname__.startswith("training_set_publish_if_ready"):
             callback()
     training_set.refresh_from_db()
@@ -130,6 +135,22 @@ def test_a_lineage_without_a_webhook_queues_nothing(db, tmp_path, settings, revi
     settings.EXPORT_ROOT = tmp_path / "exports"
     _publish(make_lineage(), reviewer, curator, django_capture_on_commit_callbacks)
     assert not WebhookDelivery.objects.exists()
+
+
+def test_the_sweep_writes_the_delivery_of_a_set_whose_announcement_was_lost(
+        db, tmp_path, settings, reviewer, curator, django_capture_on_commit_callbacks):
+    """The process died between the publication's commit and its announcement: the sweep finds the set."""
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    lineage = make_lineage()
+    _hook(lineage, "http://127.0.0.1:9/hook")
+    training_set = _publish(lineage, reviewer, curator, django_capture_on_commit_callbacks, announce=False)
+    assert not WebhookDelivery.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        webhooks_requeue_stale(grace_seconds=0)
+    assert sum("webhooks_send_later" in callback.__qualname__ for callback in queued) == 1
+    with django_capture_on_commit_callbacks(execute=False):
+        webhooks_requeue_stale(grace_seconds=0)  # again: the set has its delivery now, no second one
+    assert WebhookDelivery.objects.filter(training_set=training_set).count() == 1
 
 
 def test_a_delivery_is_signed_and_the_receiver_verifies_it(

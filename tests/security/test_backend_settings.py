@@ -57,11 +57,13 @@ def test_the_operator_allowlist_admits_a_pinned_host(curator, lineage, settings)
 
 
 @pytest.mark.parametrize("field,value,rule", REFUSED)
-def test_the_admin_refuses_it_with_a_form_error(rf, lineage, field, value, rule):
+def test_the_admin_refuses_it_with_a_form_error(rf, admin_user, lineage, field, value, rule):
     """The lineage's admin page edits generator settings in an inline: its form reports the rule on the field."""
-    inline = next(i for i in admin.site._registry[Lineage].get_inline_instances(rf.get("/"), lineage)
+    request = rf.post("/")
+    request.user = admin_user
+    inline = next(i for i in admin.site._registry[Lineage].get_inline_instances(request, lineage)
                   if i.model is GeneratorSettings)
-    form_class = inline.get_formset(rf.post("/"), lineage).form
+    form_class = inline.get_formset(request, lineage).form
     generator = generator_settings_for(lineage)
     form = form_class(data={**model_to_dict(generator), field: value}, instance=generator)
     assert not form.is_valid()
