@@ -1,6 +1,8 @@
 """Receivers that keep generation's rows beside curation's without curation importing generation."""
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
@@ -10,6 +12,8 @@ from curation.models import Lineage
 from ouroboros import egress
 
 from .models import GenerationJob, GeneratorSettings, LineageSchedule, ModelRecord
+
+log = logging.getLogger(__name__)
 
 
 @receiver(post_save, sender=Lineage, dispatch_uid="generation.lineage_generator_settings")
@@ -70,8 +74,12 @@ def egress_guard(sender, instance, raw: bool = False, **kwargs) -> None:
 @receiver(training_set_published, dispatch_uid="generation.training_set_published_webhook")
 def training_set_published_webhook(sender, training_set, **kwargs) -> None:
     """Queue the lineage's webhook (external trainers). Sent after the publication commits; the
-    savepoint keeps the delivery row and its queued task together."""
+    savepoint keeps the delivery row and its queued task together. A failure is logged, not raised, so
+    the other receivers (the built-in trainer) still run; the webhook sweep writes the delivery later."""
     from .services.webhooks import webhook_queue
 
-    with transaction.atomic():
-        webhook_queue(training_set=training_set)
+    try:
+        with transaction.atomic():
+            webhook_queue(training_set=training_set)
+    except Exception:
+        log.exception("could not queue the webhook of training set %s; the sweep will retry", training_set.pk)
