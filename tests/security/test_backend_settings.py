@@ -80,3 +80,25 @@ def test_code_that_saves_the_row_directly_is_refused_too(lineage, field, value, 
         generator.save()
     assert rule in " ".join(caught.value.message_dict[field])
     assert getattr(GeneratorSettings.objects.get(pk=generator.pk), field) == ""
+
+
+def test_a_setting_stored_before_the_rule_is_refused_by_the_worker_and_nothing_is_sent(
+        lineage, monkeypatch, django_capture_on_commit_callbacks):
+    """A URL saved before the operator narrowed the allowlist (written here past every check): the job's items
+    fail with the rule as their reason, and no connection is opened."""
+    import socket
+
+    from generation.models import GenerationFailure
+    from generation.services import job_create, job_run_chunk
+
+    GeneratorSettings.objects.filter(lineage=lineage).update(
+        backend="openai", backend_base_url="http://169.254.169.254/latest/v1", backend_model="m")
+    opened = []
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: opened.append(a) or (_ for _ in ()).throw(
+        AssertionError("a connection was opened")))
+    with django_capture_on_commit_callbacks(execute=False):
+        job = job_create(lineage=lineage, requested=2, chunk_size=2)
+        job_run_chunk(job_id=job.pk)
+    reasons = list(GenerationFailure.objects.filter(job=job).values_list("reason", flat=True))
+    assert len(reasons) == 2 and all("link-local" in reason and "never allowed" in reason for reason in reasons)
+    assert opened == [] and not lineage.samples.exists()
