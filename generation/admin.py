@@ -12,6 +12,8 @@ from generation.models import (
     LineageSchedule,
     PromptTemplate,
     ScheduleRun,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 from generation.services import (
     job_cancel,
@@ -188,3 +190,37 @@ class GenerationModelsAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # recorded by the first job of the generation
 
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    readonly_fields = ("number", "url", "status_code", "error", "started_at", "finished_at", "duration_ms")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The log of webhook calls: read-only, every try listed; a failed one can be sent again."""
+
+    list_display = ("id", "lineage", "training_set", "event", "url", "status", "attempts", "last_status_code",
+                    "created_at", "delivered_at")
+    list_filter = ("status", "lineage")
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    inlines = [WebhookAttemptInline]
+    actions = ["send_again"]
+
+    def has_add_permission(self, request):
+        return False  # deliveries are written when a training set is published
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Send the selected failed deliveries again")
+    def send_again(self, request, queryset):
+        from generation.services.webhooks import webhook_send_again
+
+        sent = sum(webhook_send_again(delivery=delivery) for delivery in queryset)
+        self.message_user(request, f"Queued {sent} delivery(ies) again.")

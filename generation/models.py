@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from ouroboros.egress import validate_key_env, validate_url
+
 
 class GenerationJob(models.Model):
     class Status(models.TextChoices):
@@ -208,10 +210,14 @@ class GeneratorSettings(models.Model):
     backend = models.CharField(max_length=50, blank=True, help_text="Registry name; empty uses the default.")
     backend_model = models.CharField(max_length=200, blank=True, help_text="Model name for HTTP backends.")
     backend_base_url = models.URLField(
-        blank=True, help_text="OpenAI-compatible base URL, e.g. http://vllm:8000/v1; empty uses the setting."
+        blank=True, validators=[validate_url],
+        help_text="OpenAI-compatible base URL, e.g. http://vllm:8000/v1; empty uses the setting. Its host must be "
+                  "on OUROBOROS_BACKEND_ALLOWED_HOSTS.",
     )
     backend_api_key_env = models.CharField(
-        max_length=100, blank=True, help_text="NAME of the environment variable that holds the API key (never the key)."
+        max_length=100, blank=True, validators=[validate_key_env],
+        help_text="NAME of the environment variable that holds the API key (never the key); it must start with "
+                  "OUROBOROS_BACKEND_KEY_ENV_PREFIX.",
     )
     critique = models.BooleanField(default=False, help_text="Add a tutor critique turn after the student's answer.")
     student_answers = models.PositiveSmallIntegerField(default=3, help_text="k answers per question.")
@@ -227,9 +233,13 @@ class GeneratorSettings(models.Model):
     )
     # Training (the model side of recursion).
     loop_mode = models.CharField(max_length=10, choices=LoopMode.choices, default=LoopMode.FIXED)
-    webhook_url = models.URLField(blank=True, help_text="Called when a training set is published (external trainers).")
+    webhook_url = models.URLField(
+        blank=True, validators=[validate_url],
+        help_text="Called when a training set is published (external trainers); on the backend allowlist.",
+    )
     webhook_secret_env = models.CharField(
-        max_length=100, blank=True, help_text="NAME of the environment variable holding the webhook's HMAC secret."
+        max_length=100, blank=True, validators=[validate_key_env],
+        help_text="NAME of the environment variable holding the webhook's HMAC secret (the key-name rule applies).",
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -277,8 +287,13 @@ class ModelRecord(models.Model):
         "curation.TrainingSet", on_delete=models.PROTECT, null=True, blank=True, related_name="models"
     )
     path = models.CharField(max_length=500, blank=True, help_text="Local file (GGUF), for local kinds.")
-    base_url = models.URLField(blank=True, help_text="OpenAI-compatible base URL, for remote models.")
+    base_url = models.URLField(blank=True, validators=[validate_url],
+                               help_text="OpenAI-compatible base URL, for remote models; on the backend allowlist.")
     remote_model = models.CharField(max_length=200, blank=True, help_text="The served model name, for remote models.")
+    api_key_env = models.CharField(
+        max_length=100, blank=True, validators=[validate_key_env],
+        help_text="NAME of the environment variable with the remote endpoint's API key, if it needs one.",
+    )
     sha256 = models.CharField(max_length=64, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="Training parameters.")
     metrics = models.JSONField(default=dict, blank=True, help_text="Training and evaluation metrics.")
@@ -391,3 +406,74 @@ class TrainingRun(models.Model):
     @property
     def progress_percent(self) -> int:
         return 100 if not self.total_steps else min(100, round(100 * self.step / self.total_steps))
+
+
+# ---------------------------------------------------------------------------
+# External trainers: the webhook told when a training set is published.
+
+
+class WebhookDelivery(models.Model):
+    """One call of a lineage's webhook about one published training set. The body is fixed when the
+    delivery is queued and sent byte-identical on every try; each try is a WebhookAttempt."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed: tries exhausted or refused"
+
+    EVENT_PUBLISHED = "training_set.published"
+
+    lineage = models.ForeignKey("curation.Lineage", on_delete=models.CASCADE, related_name="webhook_deliveries")
+    training_set = models.ForeignKey("curation.TrainingSet", on_delete=models.CASCADE,
+                                     related_name="webhook_deliveries")
+    event = models.CharField(max_length=50, default=EVENT_PUBLISHED)
+    url = models.URLField(max_length=500, help_text="The lineage's webhook URL when the delivery was queued.")
+    secret_env = models.CharField(max_length=100, help_text="The NAME of the variable holding the HMAC secret.")
+    body = models.TextField(help_text="The JSON body, exactly as signed and sent.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["training_set", "event"], name="webhook_delivery_once_per_event"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} of training set {self.training_set_id} to {self.url} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One try of a delivery: what was answered (a status code) or what went wrong."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    url = models.URLField(max_length=500)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="webhook_attempt_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        outcome = f"HTTP {self.status_code}" if self.status_code else (self.error[:60] or "no answer")
+        return f"Delivery {self.delivery_id} try {self.number}: {outcome}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300

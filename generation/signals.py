@@ -1,13 +1,19 @@
 """Receivers that keep generation's rows beside curation's without curation importing generation."""
 from __future__ import annotations
 
-from django.db.models.signals import post_save
+import logging
+
+from django.db import transaction
+from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
-from curation.extensions import build_refusal, gate_crossed, gate_resumed
+from curation.extensions import build_refusal, gate_crossed, gate_resumed, training_set_published
 from curation.models import Lineage
+from ouroboros import egress
 
-from .models import GenerationJob, GeneratorSettings, LineageSchedule
+from .models import GenerationJob, GeneratorSettings, LineageSchedule, ModelRecord
+
+log = logging.getLogger(__name__)
 
 
 @receiver(post_save, sender=Lineage, dispatch_uid="generation.lineage_generator_settings")
@@ -51,3 +57,29 @@ def refuse_build_while_jobs_run(sender, generation, **kwargs) -> str | None:
         return f"generation {generation.number} still has {running} running job(s); wait or cancel them first"
     return None
 
+
+# The egress policy (ouroboros/egress.py) on every save, whatever path saves the row: the API and the admin
+# report a refusal on the field before this; a management command or the shell meets it here.
+_EGRESS_FIELDS = ("backend_base_url", "backend_api_key_env", "webhook_url", "webhook_secret_env", "base_url",
+                  "api_key_env")
+
+
+@receiver(pre_save, sender=GeneratorSettings, dispatch_uid="generation.generator_settings_egress")
+@receiver(pre_save, sender=ModelRecord, dispatch_uid="generation.model_record_egress")
+def egress_guard(sender, instance, raw: bool = False, **kwargs) -> None:
+    if not raw:
+        egress.instance_guard(instance, _EGRESS_FIELDS)
+
+
+@receiver(training_set_published, dispatch_uid="generation.training_set_published_webhook")
+def training_set_published_webhook(sender, training_set, **kwargs) -> None:
+    """Queue the lineage's webhook (external trainers). Sent after the publication commits; the
+    savepoint keeps the delivery row and its queued task together. A failure is logged, not raised, so
+    the other receivers (the built-in trainer) still run; the webhook sweep writes the delivery later."""
+    from .services.webhooks import webhook_queue
+
+    try:
+        with transaction.atomic():
+            webhook_queue(training_set=training_set)
+    except Exception:
+        log.exception("could not queue the webhook of training set %s; the sweep will retry", training_set.pk)

@@ -73,3 +73,20 @@ def requeue_stale_training_runs() -> list[int]:
     from .services.training import training_runs_requeue_stale
 
     return training_runs_requeue_stale()
+@shared_task(name="generation.deliver_webhook", acks_late=True, soft_time_limit=120, time_limit=180,
+             **retry_on_lost_database())
+def deliver_webhook(delivery_id: int) -> dict:
+    """One try of a webhook delivery; the next try (with backoff) is queued from here."""
+    from .services.webhooks import webhook_deliver
+
+    outcome = webhook_deliver(delivery_id=delivery_id)
+    if outcome.retry_in is not None:
+        deliver_webhook.apply_async((delivery_id,), countdown=outcome.retry_in)
+    return {"claimed": outcome.claimed, "delivered": outcome.delivered, "retry_in": outcome.retry_in}
+
+
+@shared_task(name="generation.requeue_stale_webhooks", acks_late=True, expires=290)
+def requeue_stale_webhooks() -> list[int]:
+    from .services.webhooks import webhooks_requeue_stale
+
+    return webhooks_requeue_stale()

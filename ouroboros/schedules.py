@@ -35,6 +35,12 @@ SCHEDULES = [
         "expire_seconds": 110,
     },
     {
+        "name": "Re-queue webhook deliveries whose message was lost",
+        "task": "generation.requeue_stale_webhooks",
+        "crontab": {"minute": "*/5"},
+        "expire_seconds": 290,
+    },
+    {
         "name": "Re-queue passage imports whose worker died",
         "task": "curation.requeue_stale_imports",
         "crontab": {"minute": "*/5"},

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from . import egress
 from .env import envbool, envfloat, envint, envlist, envstr, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -220,6 +221,14 @@ if not re.fullmatch(r"cpu|cuda(:\d+)?", _TRAINING_DEVICE):
     raise ImproperlyConfigured(f"OUROBOROS_TRAINING_DEVICE={_TRAINING_DEVICE!r} is not a torch device: use cpu, cuda or cuda:N")
 _ON_GPU = _EMBEDDING_DEVICE.startswith("cuda")
 
+
+def _egress_setting(name: str, default: str, parse):
+    try:
+        return parse(envstr(name, default))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+
+
 OUROBOROS = {
     # Generation: the backend used when a lineage names none.
     "DEFAULT_BACKEND": envstr("OUROBOROS_BACKEND", "llama_cpp"),
@@ -229,7 +238,21 @@ OUROBOROS = {
     # The OpenAI-compatible backend, for lineages that name no URL/model of their own.
     "OPENAI_BASE_URL": envstr("OUROBOROS_OPENAI_BASE_URL", ""),
     "OPENAI_MODEL": envstr("OUROBOROS_OPENAI_MODEL", ""),
-    "OPENAI_API_KEY_ENV": envstr("OUROBOROS_OPENAI_API_KEY_ENV", "OPENAI_API_KEY"),
+    # Where generator requests, external students and webhooks may go, and which environment
+    # variables a setting may name as a key or secret (ouroboros/egress.py). No setting falls back
+    # to a server-wide key: a lineage that names no key variable sends none.
+    "BACKEND_ALLOWED_HOSTS": _egress_setting(egress.HOSTS_SETTING, egress.DEFAULT_ALLOWED_HOSTS,
+                                             egress.parse_allowed_hosts),
+    "BACKEND_KEY_ENV_PREFIX": _egress_setting(egress.PREFIX_SETTING, egress.DEFAULT_KEY_ENV_PREFIX,
+                                              egress.parse_key_env_prefix),
+    # External trainers: the address the webhook's download and registration links start with,
+    # how often a delivery is tried, and the first wait between tries (doubling each time).
+    "PUBLIC_URL": envstr("OUROBOROS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+    "WEBHOOK_MAX_ATTEMPTS": envint("OUROBOROS_WEBHOOK_MAX_ATTEMPTS", 6, minimum=1),
+    "WEBHOOK_RETRY_DELAY": envfloat("OUROBOROS_WEBHOOK_RETRY_DELAY", 30.0),
+    "WEBHOOK_TIMEOUT": envfloat("OUROBOROS_WEBHOOK_TIMEOUT", 10.0),
+    # Registering an external student sends it one short chat completion, within this many seconds.
+    "STUDENT_PROBE_TIMEOUT": envfloat("OUROBOROS_STUDENT_PROBE_TIMEOUT", 60.0),
     # Seconds one backend request may take. A request that times out is sent
     # again, BACKEND_ITEM_ATTEMPTS tries in all, BACKEND_RETRY_DELAY seconds
     # apart (doubling); then that item fails with the timeout as its reason and

@@ -2,7 +2,7 @@
 catch-all JSON 404). Each new route gets a row in tests/api/test_roles.py and tests/security/test_authz.py."""
 from django.urls import path
 
-from generation.api import jobs, training
+from generation.api import jobs, students, training
 
 urlpatterns: list = [
     # Jobs (curators).
@@ -13,4 +13,6 @@ urlpatterns: list = [
     path("training-runs/", training.TrainingRunList.as_view(), name="api-training-runs"),
     path("training-runs/<int:pk>/", training.TrainingRunDetail.as_view(), name="api-training-run"),
     path("training-runs/<int:pk>/cancel/", training.TrainingRunCancel.as_view(), name="api-training-run-cancel"),
+    # External trainers register the student they trained (curators).
+    path("generations/<int:pk>/student/", students.GenerationStudent.as_view(), name="api-generation-student"),
 ]

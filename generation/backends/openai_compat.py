@@ -6,16 +6,20 @@ connections, 408/409/425/429 and 5xx are transient; other 4xx are permanent;
 a body that is not the JSON shape we expect is transient (a proxy that cut the
 response short is the usual cause), and the task's bounded retries stop it.
 The API key is read from the environment variable the config names, never
-from the database.
+from the database, and only when the name follows the operator's rule. Before
+each request the URL, and every address its host resolves to, are checked
+against the operator's allowlist, and the connection goes to a checked
+address (ouroboros/egress.py); redirects are not followed.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import time
-import urllib.error
-import urllib.request
+
+from ouroboros import egress
 
 from .base import BackendConfig, BackendError, BackendTimeout, Completion, GenerationParams, Message
 
@@ -31,7 +35,7 @@ def _excerpt(raw: bytes) -> str:
 class OpenAICompatBackend:
     name = "openai"
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: BackendConfig, resolver: egress.Resolver | None = None) -> None:
         if not config.base_url:
             raise BackendError(
                 "the openai backend needs a base URL (the lineage's backend base URL or OUROBOROS_OPENAI_BASE_URL)",
@@ -46,15 +50,24 @@ class OpenAICompatBackend:
         self.model = config.model
         self.timeout = config.timeout
         self.api_key_env = config.api_key_env
+        self.resolver = resolver  # None: egress.default_resolver, looked up at each request
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, policy: egress.Policy) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        try:
+            name = egress.key_env_check(self.api_key_env, policy=policy)
+        except egress.EgressRefused as exc:
+            raise BackendError(f"the backend's key variable {exc}", permanent=True) from None
+        key = os.environ.get(name, "") if name else ""
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
     def generate(self, messages: list[Message], params: GenerationParams) -> Completion:
+        """One chat completion. The policy is checked here, before every request (see ouroboros/egress.py):
+        the key variable's name, the URL's host, and every address it resolves to now."""
+        policy = egress.current_policy()
+        headers = self._headers(policy)
         body = {
             "model": self.model,
             "messages": messages,
@@ -65,26 +78,31 @@ class OpenAICompatBackend:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=self._headers(),
-                                         method="POST")
         started = time.monotonic()
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = _excerpt(exc.read() or b"")
-            transient = exc.code in TRANSIENT_STATUS or exc.code >= 500
-            raise BackendError(f"{self.url} answered HTTP {exc.code}: {detail}", permanent=not transient) from exc
+            response = egress.request("POST", self.url, body=json.dumps(body).encode(), headers=headers,
+                                      timeout=self.timeout, policy=policy, resolver=self.resolver)
+        except egress.EgressRefused as exc:
+            raise BackendError(f"{self.url} is refused: {exc}", permanent=True) from None
         except (TimeoutError, socket.timeout) as exc:
             raise BackendTimeout(f"{self.url} did not answer within {self.timeout:g}s") from exc
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                raise BackendTimeout(f"{self.url} did not answer within {self.timeout:g}s") from exc
-            raise BackendError(f"cannot reach {self.url}: {exc.reason}", permanent=False) from exc
+        except socket.gaierror as exc:
+            raise BackendError(f"cannot reach {self.url}: the host does not resolve ({exc})", permanent=False) from exc
         except (ConnectionError, OSError) as exc:
-            raise BackendError(f"connection to {self.url} failed: {exc}", permanent=False) from exc
+            raise BackendError(f"cannot reach {self.url}: {exc}", permanent=False) from exc
+        except http.client.HTTPException as exc:
+            raise BackendError(f"connection to {self.url} failed: {type(exc).__name__}: {exc}",
+                               permanent=False) from exc
+        if 300 <= response.status < 400:
+            raise BackendError(f"{self.url} answered HTTP {response.status} (a redirect to "
+                               f"{response.headers.get('location', '?')}); redirects are not followed: "
+                               f"set the final URL", permanent=True)
+        if response.status >= 400:
+            transient = response.status in TRANSIENT_STATUS or response.status >= 500
+            raise BackendError(f"{self.url} answered HTTP {response.status}: {_excerpt(response.body)}",
+                               permanent=not transient)
         latency_ms = round((time.monotonic() - started) * 1000)
-        return self._parse(raw, latency_ms)
+        return self._parse(response.body, latency_ms)
 
     def _parse(self, raw: bytes, latency_ms: int) -> Completion:
         try:

@@ -20,7 +20,7 @@ def lineage_backend_config(*, lineage: Lineage) -> BackendConfig:
     return BackendConfig(
         base_url=generator.backend_base_url or conf["OPENAI_BASE_URL"],
         model=generator.backend_model or conf["OPENAI_MODEL"],
-        api_key_env=generator.backend_api_key_env or conf["OPENAI_API_KEY_ENV"],
+        api_key_env=generator.backend_api_key_env,  # no fallback: a server-wide key must not follow a curator's URL
         timeout=conf["BACKEND_TIMEOUT"],
     )
 

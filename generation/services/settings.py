@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from curation.models import Lineage
 from curation.services.lineages import SettingsError
 from generation.models import GeneratorSettings
+from ouroboros import egress
 
 RANGES = {"temperature": (0, 2), "synthetic_context_fraction": (0, 1), "student_answers": (1, 10),
           "style_examples": (0, 20)}
@@ -30,6 +31,8 @@ def generator_settings_update(*, lineage: Lineage, settings: dict) -> GeneratorS
     for name, (low, high) in RANGES.items():
         if name in settings and not low <= settings[name] <= high:
             raise SettingsError(name, f"must be between {low} and {high}")
+    for name, problem in egress.settings_problems(settings).items():  # the backend allowlist, the key-name rule
+        raise SettingsError(name, problem)
     row, _ = GeneratorSettings.objects.select_for_update().get_or_create(lineage=lineage)
     for name, value in settings.items():
         setattr(row, name, value)

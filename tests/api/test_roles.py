@@ -10,6 +10,7 @@ from django.urls import URLPattern, get_resolver, reverse
 from rest_framework.test import APIClient
 
 from curation.api import urls as api_urls
+from generation.api import urls as generation_api_urls
 from tests.api.conftest import token_client
 from tests.factories import make_user
 
@@ -48,6 +49,8 @@ TABLE = {
     ("api-training-set-download", "get"): (CURATOR, None),
     ("api-lineage-imports", "post"): (CURATOR, {}),  # a file upload: a JSON body is refused with 415
     ("api-import", "get"): (CURATOR, None),
+    # generation's routes. A host the allowlist refuses: answered with a 400 and no request sent anywhere.
+    ("api-generation-student", "post"): (CURATOR, {"base_url": "http://10.1.2.3:8000/v1", "model": "m"}),
 }
 
 ROLES = ["anonymous", "outsider", "reviewer", "curator", "superuser"]
@@ -56,7 +59,7 @@ ROLES = ["anonymous", "outsider", "reviewer", "curator", "superuser"]
 def api_routes() -> set[tuple[str, str]]:
     """(name, method) for every API route and each HTTP method its view implements."""
     routes = set()
-    for pattern in get_resolver(api_urls).url_patterns:
+    for pattern in [*get_resolver(generation_api_urls).url_patterns, *get_resolver(api_urls).url_patterns]:
         assert isinstance(pattern, URLPattern)
         if pattern.name == "api-not-found":
             continue
@@ -76,7 +79,7 @@ def _args(name: str, world) -> list:
     by_name = {
         "api-token": [], "api-lineages": [],
         "api-generation": [world["generation"].pk], "api-generation-metrics": [world["generation"].pk],
-        "api-generation-metrics-recompute": [world["generation"].pk],
+        "api-generation-metrics-recompute": [world["generation"].pk], "api-generation-student": [world["generation"].pk],
         "api-job": [world["job"].pk], "api-job-cancel": [world["job"].pk],
         "api-sample": [sample.pk], "api-sample-decide": [sample.pk], "api-sample-release": [sample.pk],
         "api-training-set": [world["training_set"].pk], "api-exports": [world["training_set"].pk],

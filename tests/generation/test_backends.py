@@ -112,6 +112,11 @@ class Misbehaving(BaseHTTPRequestHandler):
         if mode.startswith("status"):
             code = int(mode[len("status"):])
             self._send(code, json.dumps({"error": {"message": f"status {code} on purpose"}}).encode())
+        elif mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif mode == "garbage":
             self._send(200, b"{not json")
         elif mode == "wrongshape":
@@ -178,14 +183,14 @@ def test_a_refused_connection_is_a_transient_failure():
 
 
 def test_the_api_key_comes_from_the_named_environment_variable(misbehaving_server, monkeypatch):
-    monkeypatch.setenv("OUROBOROS_TEST_KEY", "sk-test-123")
+    monkeypatch.setenv("OUROBOROS_BACKEND_KEY_TEST", "sk-test-123")
     Misbehaving.seen_headers.clear()
-    completion = http_backend(f"{misbehaving_server}/ok", api_key_env="OUROBOROS_TEST_KEY").generate(
+    completion = http_backend(f"{misbehaving_server}/ok", api_key_env="OUROBOROS_BACKEND_KEY_TEST").generate(
         MESSAGES, GenerationParams())
     assert completion.text == "Fine." and completion.completion_tokens == 1
     assert Misbehaving.seen_headers[-1]["Authorization"] == "Bearer sk-test-123"
-    monkeypatch.delenv("OUROBOROS_TEST_KEY")
-    http_backend(f"{misbehaving_server}/ok", api_key_env="OUROBOROS_TEST_KEY").generate(MESSAGES, GenerationParams())
+    monkeypatch.delenv("OUROBOROS_BACKEND_KEY_TEST")
+    http_backend(f"{misbehaving_server}/ok", api_key_env="OUROBOROS_BACKEND_KEY_TEST").generate(MESSAGES, GenerationParams())
     assert "Authorization" not in Misbehaving.seen_headers[-1]
 
 
@@ -202,3 +207,78 @@ def test_a_missing_url_or_model_is_a_permanent_error_naming_the_setting(config, 
 def test_an_unknown_backend_name_is_refused_with_the_known_ones():
     with pytest.raises(BackendError, match="unknown generator backend 'gpt9' \\(known: fake, llama_cpp, openai\\)"):
         get_backend("gpt9")
+
+
+# ---------------------------------------------------------------- the egress policy, checked before each request
+
+
+@pytest.fixture
+def no_connections(monkeypatch):
+    """Records every socket the code under test opens, and opens none: a refusal must send nothing."""
+    opened = []
+
+    def refuse(address, *args, **kwargs):
+        opened.append(address)
+        raise AssertionError(f"a connection to {address} was opened")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    return opened
+
+
+def allow(settings, hosts: str):
+    from ouroboros.egress import parse_allowed_hosts
+
+    settings.OUROBOROS = {**settings.OUROBOROS, "BACKEND_ALLOWED_HOSTS": parse_allowed_hosts(hosts)}
+
+
+@pytest.mark.parametrize("table,reason", [
+    ("10.9.8.7 models.example", "resolves to 10.9.8.7, a non-public address"),
+    ("169.254.169.254 models.example", "resolves to 169.254.169.254, a link-local address"),
+    ("127.0.0.1 models.example", "resolves to 127.0.0.1, a non-public address"),
+])
+def test_an_allowed_name_that_resolves_to_a_refused_address_is_refused_in_the_worker(
+        settings, monkeypatch, no_connections, table, reason):
+    from ouroboros import egress
+
+    allow(settings, "models.example")  # the name only: no address entry covers what it resolves to
+    monkeypatch.setattr(egress, "default_resolver", egress.HostsResolver(table))
+    with pytest.raises(BackendError, match=reason) as caught:
+        http_backend("http://models.example:8000/v1").generate(MESSAGES, GenerationParams())
+    assert caught.value.permanent is True
+    assert no_connections == []
+
+
+def test_the_worker_connects_to_the_address_it_checked(settings, monkeypatch, misbehaving_server):
+    """A name mapped to loopback, with loopback on the list: the request lands on the checked address
+    and still names the host it was sent to."""
+    from ouroboros import egress
+
+    port = misbehaving_server.rsplit(":", 1)[1]
+    allow(settings, f"models.example:{port},127.0.0.1")
+    resolver = egress.HostsResolver("127.0.0.1 models.example")
+    monkeypatch.setattr(egress, "default_resolver", resolver)
+    Misbehaving.seen_headers.clear()
+    completion = http_backend(f"http://models.example:{port}/ok").generate(MESSAGES, GenerationParams())
+    assert completion.text == "Fine."
+    assert resolver.asked == ["models.example"]
+    assert Misbehaving.seen_headers[-1]["Host"] == f"models.example:{port}"
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/v1", "http://10.1.2.3:8000/v1"])
+def test_a_url_off_the_allowlist_is_refused_before_any_request(no_connections, url):
+    with pytest.raises(BackendError, match="refused") as caught:
+        http_backend(url).generate(MESSAGES, GenerationParams())
+    assert caught.value.permanent is True and no_connections == []
+
+
+def test_a_key_variable_outside_the_prefix_is_never_read_or_sent(monkeypatch, no_connections):
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "server-secret")
+    with pytest.raises(BackendError, match="must start with OUROBOROS_BACKEND_KEY_") as caught:
+        http_backend("http://127.0.0.1:1/v1", api_key_env="DJANGO_SECRET_KEY").generate(MESSAGES, GenerationParams())
+    assert caught.value.permanent is True and no_connections == []
+
+
+def test_a_redirect_is_not_followed(misbehaving_server):
+    with pytest.raises(BackendError, match="redirects are not followed") as caught:
+        http_backend(f"{misbehaving_server}/redirect").generate(MESSAGES, GenerationParams())
+    assert caught.value.permanent is True

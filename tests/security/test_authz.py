@@ -159,6 +159,7 @@ ACCESS: dict[str, Rule] = {
     "api-training-set-download": api(CURATOR, GET=200, pk="training_set", fmt="format"),
     "api-lineage-imports": api(CURATOR, POST=400, slug="lineage"),
     "api-import": api(CURATOR, GET=200, pk="passage_import"),
+    "api-generation-student": api(CURATOR, POST=415, pk="generation"),
 }
 
 # The admin is one rule; these stand for all of it.
