@@ -32,7 +32,8 @@ class FakeBackend:
             text = f"What role does {topic.lower()} play in the passage? ({digest[:6]})"
         else:
             detail = words[(pick // 7) % len(words)] if words else "detail"
-            text = f"The passage explains that {topic.lower()} is linked to {detail.lower()}. Reference {digest[:6]}."
+            # States a fact without talking about "the passage": the validators refuse answers that do.
+            text = f"{topic.capitalize()} is linked to {detail.lower()}, and each one shapes the other. Reference {digest[:6]}."
         return Completion(
             text=text,
             model=self.model,

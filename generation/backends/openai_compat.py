@@ -11,6 +11,7 @@ from the database.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -20,6 +21,9 @@ import urllib.request
 from .base import BackendConfig, BackendError, BackendTimeout, Completion, GenerationParams, Message
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
+SCHEMA_REFUSED_STATUS = {400, 422}
+
+log = logging.getLogger(__name__)
 MAX_ERROR_BODY = 300
 
 
@@ -46,6 +50,11 @@ class OpenAICompatBackend:
         self.model = config.model
         self.timeout = config.timeout
         self.api_key_env = config.api_key_env
+        # How this server takes a JSON schema: OpenAI's and vLLM's "json_schema"
+        # first, then the "json_object" + "schema" that llama.cpp's server (and a
+        # few hosted ones) read, then none. A server that answers 400/422 to one
+        # is asked the next way from then on; one that ignores both returns text.
+        self.schema_formats = ["json_schema", "json_object"]
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -65,6 +74,27 @@ class OpenAICompatBackend:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        while params.json_schema and self.schema_formats:
+            kind = self.schema_formats[0]
+            if kind == "json_schema":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "turn", "schema": params.json_schema, "strict": True},
+                }
+            else:
+                body["response_format"] = {"type": "json_object", "schema": params.json_schema}
+            try:
+                return self._post(body)
+            except BackendError as exc:
+                if not (exc.permanent and getattr(exc, "status", None) in SCHEMA_REFUSED_STATUS):
+                    raise
+                log.warning("%s refused response_format %r (%s); not sending it again", self.url, kind, exc)
+                if self.schema_formats and self.schema_formats[0] == kind:
+                    self.schema_formats.pop(0)
+                del body["response_format"]
+        return self._post(body)
+
+    def _post(self, body: dict) -> Completion:
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=self._headers(),
                                          method="POST")
         started = time.monotonic()
@@ -74,7 +104,9 @@ class OpenAICompatBackend:
         except urllib.error.HTTPError as exc:
             detail = _excerpt(exc.read() or b"")
             transient = exc.code in TRANSIENT_STATUS or exc.code >= 500
-            raise BackendError(f"{self.url} answered HTTP {exc.code}: {detail}", permanent=not transient) from exc
+            error = BackendError(f"{self.url} answered HTTP {exc.code}: {detail}", permanent=not transient)
+            error.status = exc.code
+            raise error from exc
         except (TimeoutError, socket.timeout) as exc:
             raise BackendTimeout(f"{self.url} did not answer within {self.timeout:g}s") from exc
         except urllib.error.URLError as exc:
