@@ -160,3 +160,18 @@ def test_a_job_goes_round_the_passages_from_where_the_last_job_stopped(lineage):
     second = run_to_end(job_create(lineage=lineage, requested=4, seed=2))
     used = [s.passage_id for job in (first, second) for s in Sample.objects.filter(job=job).order_by("item_index")]
     assert used == [ids[i % 6] for i in range(8)]
+
+
+def test_the_sample_page_shows_the_chain_back_to_the_real_passage(curator_client, lineage):
+    from django.urls import reverse
+
+    root = make_sample(lineage, question="Which pigment do <b>chloroplasts</b> use?")
+    child = make_sample(lineage, question="What colour does chlorophyll reflect?", parent=root, passage=root.passage)
+    grandchild = make_sample(lineage, question="Why do leaves look green?", parent=child, passage=root.passage)
+    page = curator_client.get(reverse("sample-detail", args=[grandchild.pk])).content.decode()
+    chain = page[page.index('class="ancestry"'):]
+    assert chain.index(f"sample {child.pk}") < chain.index(f"sample {root.pk}") < chain.index("the real passage")
+    assert "Which pigment do &lt;b&gt;chloroplasts&lt;/b&gt; use?" in page, "generated text is escaped"
+    assert "Root passage" in page
+    plain = curator_client.get(reverse("sample-detail", args=[root.pk])).content.decode()
+    assert 'class="ancestry"' not in plain and "Source passage" in plain
