@@ -25,7 +25,7 @@ class FakeBackend:
             time.sleep(self.latency_s)
         user = messages[-1]["content"]
         digest = hashlib.sha256(f"{params.seed}|{user}".encode()).hexdigest()
-        words = [w.strip(".,;:()\"'") for w in user.split() if len(w) > 5][:40]
+        words = [w for w in (w.strip(".,;:()?!\"'") for w in user.split()) if len(w) > 5 and w.lower() != "passage"][:40]
         pick = int(digest[:8], 16)
         topic = words[pick % len(words)] if words else "this"
         if "Question:" not in user:  # the tutor's turn: ask something

@@ -148,7 +148,8 @@ def clean_question(completion: Completion, material: str = "") -> str:
     if not mostly_latin(structured or text):
         raise InvalidOutput("tutor question is not in English", code="question.language")
     question = ""
-    for candidate in re.split(r"(?<=\?)\s+|\n+", structured if structured is not None else text):
+    # The first stretch that ends in "?", after any sentence before it ("Sure! What ...?").
+    for candidate in re.findall(r"[^.!?\n]+\?", structured if structured is not None else text):
         candidate = candidate.strip().strip('"').strip()
         candidate = re.sub(r"^(question|q)\s*[:.-]\s*", "", candidate, flags=re.IGNORECASE)
         if candidate.endswith("?") and len(candidate) >= MIN_QUESTION_CHARS:
@@ -197,7 +198,7 @@ def clean_answer(completion: Completion, prompt: str, *, question: str = "", mat
     if not mostly_latin(text):
         raise InvalidOutput("student answer is not in English", code="answer.language")
     if _echoes(text, prompt):
-        raise InvalidOutput("student answer repeats the prompt", code="answer.echo_prompt")
+        raise InvalidOutput("student answer repeats the prompt", code="answer.echo")
     if material:
         refusal = answer_refusal(text, question=question, material=material)
         if refusal:

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import json
 
-# One question: a capital letter, no line break, no second question mark, ending in "?".
+# Words a question opens with. Constraining the first word matters: left to
+# start with any capital letter, the 135M model often copies the passage into
+# the question field until it runs out of tokens (4 of 11 recorded questions).
+INTERROGATIVES = ("What", "Why", "How", "Which", "Where", "When", "Who", "Whose", "In what", "Is", "Are", "Does",
+                  "Do", "Did", "Can", "Could", "Would", "If")
+
+# One question: an interrogative word, no line break, no second question mark, ending in "?".
 QUESTION = {
     "type": "object",
-    "properties": {"question": {"type": "string", "pattern": '^[A-Z][^?\\n"\\\\]+[?]$'}},
+    "properties": {"question": {"type": "string",
+                                "pattern": "^(" + "|".join(INTERROGATIVES) + ') [^?\\n"\\\\]+[?]$'}},
     "required": ["question"],
     "additionalProperties": False,
 }

@@ -127,15 +127,20 @@ def mostly_latin(text: str) -> bool:
 
 
 def looks_english(text: str) -> bool:
-    """Latin letters, English function words present and other languages' absent."""
+    """Latin letters, and not more of another language's function words than of English ones.
+
+    Short technical English ("Ribosomes read messenger RNA.") has few function
+    words of either kind, so it is the other languages' that decide; a long
+    text with no English function word at all is not English either.
+    """
     if not mostly_latin(text):
         return False
     tokens = words(text)
-    if len(tokens) < 6:
-        return True  # too short to judge by word counts; the script check above is what we have
     english = sum(1 for w in tokens if w in ENGLISH_FUNCTION_WORDS)
     other = sum(1 for w in tokens if w in OTHER_FUNCTION_WORDS)
-    return english >= 0.15 * len(tokens) and other <= max(1, 0.08 * len(tokens))
+    if other >= 2 and other > english:
+        return False
+    return english > 0 or len(tokens) < 10
 
 
 def _normalize(text: str) -> str:
@@ -159,17 +164,27 @@ def echo_share(text: str, source: str, *, run: int = 6) -> float:
     return sum(covered) / len(tokens)
 
 
+INTERROGATIVE_START = re.compile(
+    r"^(?:what|why|how|which|where|when|who|whom|whose|in what|in which|is|are|was|were|does|do|did|can|could|"
+    r"would|will|should|has|have|had|if)\b",
+    re.IGNORECASE,
+)
+
+
 def question_refusal(question: str, material: str) -> Refusal | None:
     """Why a well-formed question must not be asked, or None when it may.
 
-    Refused: meta-questions (about the conversation, what the reader wants
+    Refused: statements with a question mark stuck on (often a copy of the
+    passage), meta-questions (about the conversation, what the reader wants
     next, what the passage is about) and questions that name no content word
     of the material.
     """
-    if META_QUESTION.search(question):
-        return Refusal("question.meta", f"tutor asked a meta-question: {question[:120]!r}")
     if not looks_english(question):
         return Refusal("question.language", "tutor question is not in English")
+    if not INTERROGATIVE_START.match(question.strip()):
+        return Refusal("question.not_interrogative", f"tutor question does not ask anything: {question[:120]!r}")
+    if META_QUESTION.search(question):
+        return Refusal("question.meta", f"tutor asked a meta-question: {question[:120]!r}")
     asked = content_stems(question)
     if not asked & content_stems(material):
         return Refusal("question.off_material", f"tutor question names nothing from the passage: {question[:120]!r}")

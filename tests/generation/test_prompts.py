@@ -101,7 +101,7 @@ def test_the_start_job_command_queues_a_job_and_names_a_missing_lineage(lineage,
         call_command("start_job", "nope")
 
 
-def test_default_prompts_are_written_from_the_lineage_not_for_biology(monkeypatch):
+def test_default_prompts_are_written_from_the_lineage_not_for_biology(db, monkeypatch):
     """A lineage about contract law gets a law tutor: the words the model is sent say so."""
     from curation.services.lineages import lineage_create, passages_add
     from generation.backends.fake import FakeBackend

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from curation.management.commands.seed_demo import DEMO_FILE
+from generation.backends import Completion
+from generation.dialogue import InvalidOutput, clean_answer, clean_question
 from generation.dialogue.validators import answer_refusal, echo_share, looks_english, question_refusal
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "smollm2_outputs.json"
@@ -34,6 +36,8 @@ def code(refusal) -> str | None:
     ("Why is this important?", "question.off_material"),
     ("What are the main ideas mentioned here?", "question.off_material"),
     ("¿Qué hace la clorofila en las plantas verdes?", "question.language"),
+    ("Cellular respiration is the set of reactions cells use to release the energy stored in food?",
+     "question.not_interrogative"),
     ("Where in the cell does the Calvin cycle run?", None),
     ("Why do chloroplasts look green?", None),
 ])
@@ -80,11 +84,24 @@ def test_english_with_a_foreign_term_is_still_english():
     assert not looks_english("Le cycle de Calvin se déroule dans le stroma des chloroplastes avec la rubisco.")
 
 
+def as_completion(record: dict) -> Completion:
+    return Completion(text=record["text"], model="SmolLM2-135M-Instruct-Q4_1", finish_reason=record["finish_reason"],
+                      prompt_tokens=0, completion_tokens=0, latency_ms=0)
+
+
+def verdict(call) -> str | None:
+    try:
+        call()
+    except InvalidOutput as exc:
+        return exc.code
+    return None
+
+
 def test_recorded_questions_of_the_model_get_the_verdict_written_beside_them():
     cases = recorded("question")
-    assert len(cases) >= 8
+    assert len(cases) >= 10
     for case in cases:
-        got = code(question_refusal(case["text_question"], PASSAGES[case["passage"]]))
+        got = verdict(lambda: clean_question(as_completion(case), PASSAGES[case["passage"]]))
         assert got == case["expect"], case
 
 
@@ -92,5 +109,7 @@ def test_recorded_answers_of_the_model_get_the_verdict_written_beside_them():
     cases = recorded("answer")
     assert len(cases) >= 12
     for case in cases:
-        got = code(answer_refusal(case["text_answer"], question=case["question"], material=PASSAGES[case["passage"]]))
+        material = PASSAGES[case["passage"]]
+        prompt = f"Passage:\n{material}\n\nQuestion: {case['question']}"
+        got = verdict(lambda: clean_answer(as_completion(case), prompt, question=case["question"], material=material))
         assert got == case["expect"], case
