@@ -101,6 +101,7 @@ def main() -> int:
         direct_valid += valid
         if valid:
             direct_questions[index] = produced[1].question
+        print(f"direct item {index}: {'valid' if valid else produced}", file=sys.stderr, flush=True)
     direct_s = time.perf_counter() - started
 
     # 2. The full path: queue → worker → backend → stored sample.
