@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from django.db import connection
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
@@ -166,6 +167,36 @@ def sample_trace(*, pk: int) -> Sample:
         )
         .get(pk=pk)
     )
+
+
+ANCESTRY_LIMIT = 100  # generations; a chain is one sample per generation, so far beyond any real lineage
+
+
+def sample_ancestry(*, sample: Sample) -> list[Sample]:
+    """The samples a seeded sample descends from, parent first; the last one asked about a real passage.
+
+    Two queries whatever the depth: a recursive CTE walks the parents, then one
+    fetch with their generations.
+    """
+    if sample.parent_id is None:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH RECURSIVE chain(id, parent_id, depth) AS (
+                SELECT id, parent_id, 1 FROM curation_sample WHERE id = %s
+                UNION ALL
+                SELECT s.id, s.parent_id, c.depth + 1 FROM curation_sample s JOIN chain c ON s.id = c.parent_id
+                WHERE c.depth < %s
+            )
+            SELECT id, depth FROM chain
+            """,
+            [sample.parent_id, ANCESTRY_LIMIT],
+        )
+        depth = dict(cursor.fetchall())
+    ancestors = Sample.objects.filter(pk__in=depth).select_related("generation").only(
+        "id", "question", "answer", "status", "parent_id", "generation__number")
+    return sorted(ancestors, key=lambda s: depth[s.pk])
 
 
 def generation_samples(*, generation: Generation, status: str = Sample.Status.ACCEPTED, after: int = 0,

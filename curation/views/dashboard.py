@@ -118,4 +118,5 @@ def sample_detail(request, pk: int):
         sample = reports.sample_trace(pk=pk)
     except Sample.DoesNotExist:
         raise Http404(f"no sample {pk}") from None
-    return render(request, "curation/sample_detail.html", {"sample": sample, "provenance": sample.provenance or {}})
+    return render(request, "curation/sample_detail.html", {"sample": sample, "provenance": sample.provenance or {},
+                                                           "ancestry": reports.sample_ancestry(sample=sample)})

@@ -13,6 +13,10 @@ class GenerationParams:
     max_tokens: int = 256
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    # A JSON schema the reply must match, for backends that can constrain decoding
+    # (llama.cpp: a grammar; OpenAI-compatible servers: response_format). A backend
+    # or server that cannot simply returns text; callers must parse both.
+    json_schema: dict | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,15 @@ class FakeBackend:
             time.sleep(self.latency_s)
         user = messages[-1]["content"]
         digest = hashlib.sha256(f"{params.seed}|{user}".encode()).hexdigest()
-        words = [w.strip(".,;:()\"'") for w in user.split() if len(w) > 5][:40]
+        words = [w for w in (w.strip(".,;:()?!\"'") for w in user.split()) if len(w) > 5 and w.lower() != "passage"][:40]
         pick = int(digest[:8], 16)
         topic = words[pick % len(words)] if words else "this"
         if "Question:" not in user:  # the tutor's turn: ask something
             text = f"What role does {topic.lower()} play in the passage? ({digest[:6]})"
         else:
             detail = words[(pick // 7) % len(words)] if words else "detail"
-            text = f"The passage explains that {topic.lower()} is linked to {detail.lower()}. Reference {digest[:6]}."
+            # States a fact without talking about "the passage": the validators refuse answers that do.
+            text = f"{topic.capitalize()} is linked to {detail.lower()}, and each one shapes the other. Reference {digest[:6]}."
         return Completion(
             text=text,
             model=self.model,

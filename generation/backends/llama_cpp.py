@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import threading
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ class LlamaCppBackend:
         )
         # One model per process; llama.cpp contexts are not safe to share across threads.
         self._lock = threading.Lock()
+        self._grammars: dict[str, object] = {}
         # Free the model before interpreter teardown; llama.cpp's own finaliser fails that late.
         atexit.register(self._llama.close)
 
@@ -60,17 +62,40 @@ class LlamaCppBackend:
         """Free the model now (a check that loads a model once must not keep it)."""
         self._llama.close()
 
+    def _grammar(self, schema: dict):
+        """The grammar for a JSON schema, converted once per schema and kept.
+
+        llama.cpp refuses a grammar it cannot parse by crashing the process, so
+        a schema is converted (and checked) here, not inside the request.
+        """
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            try:
+                grammar = LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as exc:  # the converter raises plain exceptions on schemas it cannot express
+                raise BackendError(f"llama.cpp cannot turn the JSON schema into a grammar: {exc}",
+                                   permanent=True) from exc
+            self._grammars[key] = grammar
+        return grammar
+
     def generate(self, messages: list[Message], params: GenerationParams) -> Completion:
         started = time.monotonic()
         try:
             with self._lock:
-                self._llama.reset()
+                grammar = self._grammar(params.json_schema) if params.json_schema else None
+                # No reset(): llama.cpp keeps the evaluated prompt and reuses its longest
+                # common prefix, so the k student answers to one question evaluate the
+                # passage once. Sampling starts from the seed either way.
                 result = self._llama.create_chat_completion(
                     messages=messages,
                     temperature=params.temperature,
                     max_tokens=params.max_tokens,
                     seed=params.seed if params.seed is not None else -1,
                     stop=list(params.stop) or None,
+                    grammar=grammar,
                 )
         except ValueError as exc:  # e.g. the prompt does not fit the context window
             raise BackendError(f"llama.cpp refused the request: {exc}", permanent=True) from exc

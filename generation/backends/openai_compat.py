@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import socket
 import time
@@ -24,7 +25,11 @@ from ouroboros import egress
 from .base import BackendConfig, BackendError, BackendTimeout, Completion, GenerationParams, Message
 
 TRANSIENT_STATUS = {408, 409, 425, 429}
+# A server that does not take a response_format answers one of these; it is then asked without it.
+SCHEMA_REFUSED_STATUS = {400, 422}
 MAX_ERROR_BODY = 300
+
+log = logging.getLogger(__name__)
 
 
 def _excerpt(raw: bytes) -> str:
@@ -51,6 +56,11 @@ class OpenAICompatBackend:
         self.timeout = config.timeout
         self.api_key_env = config.api_key_env
         self.resolver = resolver  # None: egress.default_resolver, looked up at each request
+        # How this server takes a JSON schema: OpenAI's and vLLM's "json_schema"
+        # first, then the "json_object" + "schema" that llama.cpp's server (and a
+        # few hosted ones) read, then none. A server that answers 400/422 to one
+        # is asked the next way from then on; one that ignores both returns text.
+        self.schema_formats = ["json_schema", "json_object"]
 
     def _headers(self, policy: egress.Policy) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -78,6 +88,27 @@ class OpenAICompatBackend:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        while params.json_schema and self.schema_formats:
+            kind = self.schema_formats[0]
+            if kind == "json_schema":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "turn", "schema": params.json_schema, "strict": True},
+                }
+            else:
+                body["response_format"] = {"type": "json_object", "schema": params.json_schema}
+            try:
+                return self._post(body, headers=headers, policy=policy)
+            except BackendError as exc:
+                if not (exc.permanent and getattr(exc, "status", None) in SCHEMA_REFUSED_STATUS):
+                    raise
+                log.warning("%s refused response_format %r (%s); not sending it again", self.url, kind, exc)
+                if self.schema_formats and self.schema_formats[0] == kind:
+                    self.schema_formats.pop(0)
+                del body["response_format"]
+        return self._post(body, headers=headers, policy=policy)
+
+    def _post(self, body: dict, *, headers: dict[str, str], policy: egress.Policy) -> Completion:
         started = time.monotonic()
         try:
             response = egress.request("POST", self.url, body=json.dumps(body).encode(), headers=headers,
@@ -99,8 +130,10 @@ class OpenAICompatBackend:
                                f"set the final URL", permanent=True)
         if response.status >= 400:
             transient = response.status in TRANSIENT_STATUS or response.status >= 500
-            raise BackendError(f"{self.url} answered HTTP {response.status}: {_excerpt(response.body)}",
-                               permanent=not transient)
+            error = BackendError(f"{self.url} answered HTTP {response.status}: {_excerpt(response.body)}",
+                                 permanent=not transient)
+            error.status = response.status
+            raise error
         latency_ms = round((time.monotonic() - started) * 1000)
         return self._parse(response.body, latency_ms)
 

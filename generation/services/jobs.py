@@ -2,7 +2,9 @@
 admin, commands and tasks all call these."""
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -11,17 +13,18 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from curation.models import Generation, Lineage, Sample, SourcePassage
+from curation.models import Generation, Lineage, Sample, SourcePassage, TrainingSet
 from curation.services import claims
 
 from generation.backends import BackendError, BackendTimeout, get_backend
 from generation.dialogue import InvalidOutput, Prompts, run_dialogue
+from generation.dialogue.examples import style_examples_pick
 from generation.errors import JobError
-from generation.models import GenerationFailure, GenerationJob
+from generation.models import GenerationFailure, GenerationJob, generator_settings_for
 
 from .prompts import lineage_backend_config, lineage_prompts
 
@@ -83,17 +86,107 @@ def job_cancel(*, job: GenerationJob) -> bool:
     return bool(changed)
 
 
-def passage_pick(*, lineage: Lineage, rng: random.Random) -> SourcePassage:
-    """Coverage-aware choice: one of the passages asked about least so far."""
-    passages = list(
-        SourcePassage.objects.filter(lineage=lineage)
-        .annotate(uses=Count("samples"))
-        .order_by("uses", "id")
-        .values_list("id", "uses")
-    )
-    fewest = passages[0][1]
-    candidates = [pk for pk, uses in passages if uses == fewest]
-    return SourcePassage.objects.get(pk=rng.choice(candidates))
+def passage_pick(*, job: GenerationJob, index: int) -> SourcePassage:
+    """The real passage item `index` of the job asks about: round robin over the lineage's passages.
+
+    Item i takes the passage at position (offset + i) mod n in id order, where
+    offset counts the items of the lineage's earlier jobs. So every passage is
+    asked about once before any is asked twice (coverage, as the least-used
+    pick gave), a re-run of an item asks about the same passage, and the cost
+    is two small queries per item whatever the number of passages and samples
+    (the least-used pick counted samples over every passage on every attempt).
+    """
+    lineage_id = job.lineage_id
+    cache = _job_cache(job)
+    if "passage_offset" not in cache:
+        earlier = GenerationJob.objects.filter(lineage_id=lineage_id)
+        if job.pk is not None:
+            earlier = earlier.filter(pk__lt=job.pk)
+        cache["passage_offset"] = earlier.aggregate(n=Coalesce(Sum("requested"), 0))["n"]
+    passages = SourcePassage.objects.filter(lineage_id=lineage_id)
+    total = passages.count()
+    if not total:
+        raise JobError(f"lineage {job.lineage.name!r} has no source passages to ask about")
+    return passages.order_by("id")[(cache["passage_offset"] + index) % total]
+
+
+def _job_cache(job: GenerationJob) -> dict:
+    """Per-chunk memo on the job object: what every item of the chunk would otherwise query again."""
+    cache = getattr(job, "_item_cache", None)
+    if cache is None:
+        cache = job._item_cache = {}
+    return cache
+
+
+@dataclass(frozen=True)
+class Material:
+    """What the tutor reads for one item: a real passage, or an accepted record of the last training set."""
+
+    text: str
+    passage: SourcePassage  # the real passage at the root of the item's ancestry
+    parent: Sample | None = None
+
+
+def item_is_seeded(*, seed: int, index: int, fraction: float) -> bool:
+    """Whether item `index` of a job with this seed takes an accepted record as its material.
+
+    A stratified draw: with u drawn from the job's seed, item i is seeded when
+    floor((i + 1) f + u) > floor(i f + u). Any n consecutive items then hold
+    floor(n f) or ceil(n f) seeded ones (exactly n f when that is whole),
+    where a coin per item would stray by sqrt(n); and which items they are
+    still follows the seed.
+    """
+    if fraction <= 0:
+        return False
+    if fraction >= 1:
+        return True
+    u = random.Random(f"{seed}:seeding").random()
+    return math.floor((index + 1) * fraction + u) > math.floor(index * fraction + u)
+
+
+def _latest_published_set(job: GenerationJob):
+    cache = _job_cache(job)
+    if "training_set" not in cache:
+        cache["training_set"] = (
+            TrainingSet.objects.filter(lineage_id=job.lineage_id, status=TrainingSet.Status.PUBLISHED)
+            .order_by("-generation__number").first()
+        )
+        cache["training_set_size"] = cache["training_set"].samples.count() if cache["training_set"] else 0
+    return cache["training_set"], cache["training_set_size"]
+
+
+def material_pick(*, job: GenerationJob, index: int, fraction: float) -> Material:
+    """The tutor's material for an item: an accepted record of the latest published set for the
+    seeded share of items, else a real passage (`passage_pick`). A seeded item keeps the
+    record as its parent and the record's root passage as its passage, so its ancestry ends
+    at a real passage. Without a published set (or an empty one), every item is real."""
+    if item_is_seeded(seed=job.seed, index=index, fraction=fraction):
+        training_set, size = _latest_published_set(job)
+        if size:
+            k = random.Random(f"{job.seed}:{index}:record").randrange(size)
+            parent = training_set.samples.select_related("passage").order_by("id")[k]
+            return Material(text=f"{parent.question}\n{parent.answer}", passage=parent.passage, parent=parent)
+    passage = passage_pick(job=job, index=index)
+    return Material(text=passage.text, passage=passage)
+
+
+STYLE_CANDIDATES = 200  # the newest accepted questions of earlier generations the examples are drawn from
+
+
+def style_examples_for(*, job: GenerationJob, index: int, k: int) -> list[str]:
+    """Up to k accepted questions of the lineage's earlier generations, no two near-duplicates."""
+    if k <= 0:
+        return []
+    cache = _job_cache(job)
+    if "style_candidates" not in cache:
+        rows = (
+            Sample.objects.filter(lineage_id=job.lineage_id, status=Sample.Status.ACCEPTED,
+                                  generation__number__lt=job.generation.number)
+            .order_by("-id").values_list("question", "embedding")[:STYLE_CANDIDATES]
+        )
+        cache["style_candidates"] = [(q, list(e) if e is not None else None) for q, e in rows]
+    return style_examples_pick(cache["style_candidates"], k=k, rng=random.Random(f"{job.seed}:{index}:style"),
+                               threshold=job.lineage.duplicate_threshold)
 
 
 @dataclass
@@ -173,11 +266,12 @@ def _end_for_closed_generation(job_id: int) -> bool:
     ))
 
 
-def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result) -> bool:
+def _store_sample(job: GenerationJob, index: int, material: Material, result) -> bool:
     """Write one sample; False when a previous run of this item already stored it, or when
     the job's generation was closed (then the job ends, see `_end_for_closed_generation`)."""
     from curation.services.flagging import sample_flag_later
 
+    passage = material.passage
     try:
         with transaction.atomic():
             # FOR SHARE: many jobs may store at once, but closing the generation
@@ -195,11 +289,14 @@ def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result
                 job=job,
                 item_index=index,
                 passage=passage,
+                parent=material.parent,
                 question=result.question,
                 answer=result.answer,
                 alt_answers=result.alt_answers,
                 dialogue=result.dialogue,
-                provenance={**result.provenance, "job": job.pk, "passage": passage.pk, "item": index},
+                provenance={**result.provenance, "job": job.pk, "passage": passage.pk, "item": index,
+                            "material": "sample" if material.parent else "passage",
+                            "parent": material.parent.pk if material.parent else None},
                 # Drawn from the item's own seed, so a re-run of the item draws the same.
                 double_review=random.Random(f"{job.seed}:{index}").random() < job.lineage.overlap_fraction,
             )
@@ -209,7 +306,14 @@ def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result
     return True
 
 
+class ItemFailure(str):
+    """The reason an item failed (a str, as callers expect), with the raw outputs of its attempts."""
+
+    raw: str = ""
+
+
 def _record_failure(job: GenerationJob, index: int, reason: str, raw: str = "") -> None:
+    raw = raw or getattr(reason, "raw", "")
     GenerationFailure.objects.get_or_create(
         job=job, item_index=index, defaults={"reason": reason[:500], "raw_output": raw[:5000]}
     )
@@ -242,42 +346,69 @@ def _retrying_timeouts(call):
             time.sleep(delay)
 
 
-def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> tuple[SourcePassage, object] | str:
-    """Run the dialogue for one item: (passage, result), or the reason it failed.
+def _failure(reason: str, completions: list, refusals: list[str]) -> ItemFailure:
+    """An item's failure, keeping every output its attempts got (for people) and their tokens (for the bench)."""
+    failure = ItemFailure(reason)
+    failure.raw = json.dumps({
+        "refusals": refusals,
+        "completion_tokens": sum(c.completion_tokens for c in completions),
+        "outputs": [c.text[:400] for c in completions][-12:],
+    })
+    return failure
 
-    Invalid outputs are retried with a new seed; a backend that times out is
-    asked again (`_retrying_timeouts`) and then the item fails with the timeout
-    as its reason, so one hanging prompt does not stop the job; a permanent
-    backend error fails the item at once; any other transient one propagates to
-    the task's retry policy (the backend as a whole looks unwell).
+
+def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> tuple[Material, object] | str:
+    """Run the dialogue for one item: (material, result), or the reason it failed.
+
+    The material (a real passage, or an accepted record for the seeded share)
+    and the style examples are fixed per item; invalid outputs are retried
+    with a new seed; a backend that times out is asked again
+    (`_retrying_timeouts`) and then the item fails with the timeout as its
+    reason, so one hanging prompt does not stop the job; a permanent backend
+    error fails the item at once; any other transient one propagates to the
+    task's retry policy (the backend as a whole looks unwell). The tokens of
+    refused attempts are kept (`refused_completion_tokens`, or the failure's
+    raw output), so throughput counts every completion.
     """
     lineage = job.lineage
-    generator = lineage.generator
-    rng = random.Random(job.seed + index)
+    cache = _job_cache(job)
+    if "generator" not in cache:
+        cache["generator"] = generator_settings_for(lineage)
+    generator = cache["generator"]
+    material = material_pick(job=job, index=index, fraction=generator.synthetic_context_fraction)
+    examples = style_examples_for(job=job, index=index, k=generator.style_examples)
     reason = ""
+    spent: list = []
+    refusals: list[str] = []
     for attempt in range(ATTEMPTS_PER_ITEM):
-        passage = passage_pick(lineage=lineage, rng=rng)
         try:
             result = _retrying_timeouts(lambda: run_dialogue(
                 backend=backend,
-                passage_text=passage.text,
+                passage_text=material.text,
                 answers=generator.student_answers,
                 temperature=generator.temperature,
                 seed=(job.seed + index * 7919 + attempt) % (2**31),
                 prompts=prompts,
                 critique=generator.critique,
+                examples=examples,
             ))
         except InvalidOutput as exc:
             reason = str(exc)
+            spent.extend(exc.completions)
+            refusals.extend(exc.refusals)
             continue
         except BackendTimeout as exc:
-            return f"backend timed out {settings.OUROBOROS['BACKEND_ITEM_ATTEMPTS']} times: {exc}"
+            return _failure(f"backend timed out {settings.OUROBOROS['BACKEND_ITEM_ATTEMPTS']} times: {exc}",
+                            spent, refusals)
         except BackendError as exc:
             if exc.permanent:
-                return f"backend error: {exc}"
+                return _failure(f"backend error: {exc}", spent, refusals)
             raise
-        return passage, result
-    return f"no valid output after {ATTEMPTS_PER_ITEM} attempts: {reason}"
+        result.provenance["attempts"] = attempt + 1
+        result.provenance["refused_completion_tokens"] = sum(c.completion_tokens for c in spent)
+        result.provenance["refusals"] = refusals + result.provenance.get("refusals", [])
+        return material, result
+    return _failure(f"no valid output after {ATTEMPTS_PER_ITEM} attempts: {reason}", spent, refusals)
 
 
 def _release_after_lost_connection(job_id: int, token: uuid.UUID) -> None:

@@ -1,6 +1,7 @@
 """Per-lineage generator settings: the backend config and versioned prompts."""
 from __future__ import annotations
 
+import hashlib
 import string
 
 from django.conf import settings
@@ -8,7 +9,7 @@ from django.db import transaction
 
 from curation.models import Lineage
 from generation.backends import BackendConfig
-from generation.dialogue import DEFAULT_PROMPTS, Prompts
+from generation.dialogue import DEFAULT_QUESTION_STYLES, Prompts
 from generation.errors import JobError
 from generation.models import PromptTemplate, generator_settings_for
 
@@ -25,11 +26,64 @@ def lineage_backend_config(*, lineage: Lineage) -> BackendConfig:
     )
 
 
+# Words of a lineage's name that say what kind of dataset it is, not what it is about.
+_NAME_NOISE = {"tutor", "tutors", "qa", "q&a", "questions", "answers", "question", "answer", "dataset", "data",
+               "lineage", "demo", "set", "corpus", "generation", "synthetic", "-", "–", "·", "/"}
+DESCRIPTION_CHARS = 240
+
+
+def _subject(name: str) -> str:
+    """What a lineage is about, from its name: "Contract law QA" -> "contract law"."""
+    kept = [w for w in name.split() if w.lower().strip(":,.()") not in _NAME_NOISE]
+    subject = " ".join(kept).strip(" :,.-") or name.strip()
+    # Lower-case ordinary words, keep acronyms and names written in capitals inside ("EU contract law").
+    return " ".join(w if (w.isupper() and len(w) > 1) else w[0].lower() + w[1:] if w else w
+                    for w in subject.split())
+
+
+def _first_sentences(text: str, limit: int = DESCRIPTION_CHARS) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
+    return cut[: end + 1] if end > 40 else cut.rsplit(" ", 1)[0] + "…"
+
+
+def default_prompts(*, lineage: Lineage) -> Prompts:
+    """The built-in prompts, written for what the lineage is about (its name and description).
+
+    A small model follows a concrete role far better than a generic one; a
+    lineage about contract law gets a law tutor. The question styles are the
+    defaults. The version names the words: "default-3/<hash>" changes when
+    the lineage's name or description does.
+    """
+    subject = _subject(lineage.name)
+    about = _first_sentences(lineage.description or "")
+    context = f" The course: {about}" if about else ""
+    tutor_system = (
+        f"You are a tutor in {subject}.{context} Read the passage and write exactly one short question "
+        "that a student can answer from the passage. Ask {style}. Reply with the question only."
+    )
+    student_system = (
+        f"You are a student of {subject}. Answer the question in two or three short, plain sentences, using "
+        "only facts from the passage. State the facts directly; do not mention the passage, the question or "
+        "yourself."
+    )
+    critique_system = (
+        f"You are a tutor in {subject}. In one or two sentences, say whether the student's answer is correct "
+        "according to the passage and what it misses."
+    )
+    digest = hashlib.sha256("\n".join((tutor_system, student_system, critique_system)).encode()).hexdigest()[:8]
+    return Prompts(version=f"default-3/{digest}", tutor_system=tutor_system, student_system=student_system,
+                   critique_system=critique_system, question_styles=DEFAULT_QUESTION_STYLES)
+
+
 def lineage_prompts(*, lineage: Lineage) -> Prompts:
-    """The lineage's newest prompt version, or the built-in defaults."""
+    """The lineage's newest prompt version, or the defaults written from its name and description."""
     template = PromptTemplate.objects.filter(lineage=lineage).order_by("-version").first()
     if template is None:
-        return DEFAULT_PROMPTS
+        return default_prompts(lineage=lineage)
     return Prompts(
         version=template.label,
         tutor_system=template.tutor_system,

@@ -99,14 +99,22 @@ class Misbehaving(BaseHTTPRequestHandler):
     """Answers each request the way the path of the base URL says."""
 
     seen_headers: list[dict] = []
+    seen_bodies: list[dict] = []
 
     def log_message(self, *args):  # keep test output clean
         pass
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         Misbehaving.seen_headers.append(dict(self.headers))
+        Misbehaving.seen_bodies.append(body)
         mode = self.path.split("/")[1]
+        if mode == "noschema" and "response_format" in body:  # a server that knows no structured outputs
+            self._send(422, json.dumps({"detail": "response_format.type: unexpected value 'json_schema'"}).encode())
+            return
+        if mode == "oldschema" and body.get("response_format", {}).get("type") == "json_schema":
+            self._send(422, json.dumps({"detail": "response_format.type: unexpected value 'json_schema'"}).encode())
+            return
         if mode == "slow":
             time.sleep(3)
         if mode.startswith("status"):
@@ -282,3 +290,68 @@ def test_a_redirect_is_not_followed(misbehaving_server):
     with pytest.raises(BackendError, match="redirects are not followed") as caught:
         http_backend(f"{misbehaving_server}/redirect").generate(MESSAGES, GenerationParams())
     assert caught.value.permanent is True
+# ---------------------------------------------------------------- constrained decoding
+
+QUESTION_ONLY = [
+    {"role": "system", "content": "You are a biology tutor. Ask one short question about the passage."},
+    {"role": "user", "content": "Passage:\nChloroplasts capture light energy and store it in sugar."},
+]
+
+
+def test_the_embedded_model_answers_in_the_shape_the_schema_asks_for():
+    from generation.dialogue import schemas
+
+    completion = get_backend("llama_cpp").generate(
+        QUESTION_ONLY, GenerationParams(temperature=0.7, max_tokens=64, seed=3, json_schema=schemas.QUESTION))
+    question = schemas.field_of(completion.text, "question")
+    assert question is not None, completion.text
+    assert question[0].isupper() and question.endswith("?") and question.count("?") == 1 and "\n" not in question
+
+
+def test_the_http_backend_asks_for_structured_output(misbehaving_server):
+    from generation.dialogue import schemas
+
+    Misbehaving.seen_bodies.clear()
+    http_backend(f"{misbehaving_server}/ok").generate(MESSAGES, GenerationParams(json_schema=schemas.ANSWER))
+    sent = Misbehaving.seen_bodies[-1]["response_format"]
+    assert sent == {"type": "json_schema", "json_schema": {"name": "turn", "schema": schemas.ANSWER, "strict": True}}
+
+
+def test_a_server_that_refuses_the_schema_is_asked_in_plain_text_from_then_on(misbehaving_server):
+    from generation.dialogue import schemas
+
+    Misbehaving.seen_bodies.clear()
+    backend = http_backend(f"{misbehaving_server}/noschema")
+    first = backend.generate(MESSAGES, GenerationParams(json_schema=schemas.QUESTION))
+    second = backend.generate(MESSAGES, GenerationParams(json_schema=schemas.QUESTION))
+    assert first.text == second.text == "Fine."
+    assert [body.get("response_format", {}).get("type") for body in Misbehaving.seen_bodies] == [
+        "json_schema", "json_object", None, None]
+
+
+def test_a_server_that_knows_only_json_object_gets_the_schema_that_way(misbehaving_server):
+    from generation.dialogue import schemas
+
+    Misbehaving.seen_bodies.clear()
+    backend = http_backend(f"{misbehaving_server}/oldschema")
+    backend.generate(MESSAGES, GenerationParams(json_schema=schemas.QUESTION))
+    backend.generate(MESSAGES, GenerationParams(json_schema=schemas.QUESTION))
+    assert [body["response_format"]["type"] for body in Misbehaving.seen_bodies] == [
+        "json_schema", "json_object", "json_object"]
+    assert Misbehaving.seen_bodies[-1]["response_format"]["schema"] == schemas.QUESTION
+
+
+def test_the_real_llama_cpp_server_works_with_the_dialogue(llama_server):
+    """llama.cpp's own server refuses a json_schema response_format and takes json_object + schema."""
+    from generation.dialogue import InvalidOutput, run_dialogue
+
+    backend = OpenAICompatBackend(BackendConfig(base_url=llama_server, model="smollm2", timeout=120))
+    try:
+        result = run_dialogue(backend=backend, passage_text=(
+            "Chloroplasts are organelles in plant cells. They capture light energy with the green pigment "
+            "chlorophyll and store it in the chemical bonds of sugar."), answers=1, temperature=0.3, seed=2)
+    except InvalidOutput as exc:  # a refusal is an answer too: it must be a validator's, not a crash
+        assert exc.code.startswith(("question.", "answer.")), exc.code
+    else:
+        assert result.question.endswith("?") and result.answer
+    assert backend.schema_formats == ["json_object"]

@@ -89,3 +89,74 @@ def test_question_styles_vary_with_the_seed():
         for seed in range(30)
     }
     assert len(styles) >= 4
+
+
+PASSAGE = ("Ribosomes build proteins from amino acids. They read messenger RNA three bases at a time and join "
+           "the amino acids that transfer RNA brings in the order the codons give.")
+
+
+def test_a_structured_turn_is_read_from_its_json():
+    assert clean_question(completion('{"question": "What do ribosomes read?"}'), PASSAGE) == "What do ribosomes read?"
+    assert clean_answer(completion('{ "answer": "Ribosomes read messenger RNA. They join amino acids."}'),
+                        "prompt", question="What do ribosomes read?", material=PASSAGE) == (
+        "Ribosomes read messenger RNA. They join amino acids.")
+
+
+def test_a_structured_turn_cut_off_inside_its_json_is_refused_as_cut_off():
+    with pytest.raises(InvalidOutput, match="cut off") as caught:
+        clean_answer(completion('{"answer": "Ribosomes read messenger RNA and', "length"), "prompt",
+                     question="q?", material=PASSAGE)
+    assert caught.value.code == "answer.cut_off"
+
+
+def test_plain_text_from_a_server_that_ignores_the_schema_is_still_parsed():
+    assert clean_question(completion("Sure! What do ribosomes read? They read RNA."), PASSAGE) == (
+        "What do ribosomes read?")
+    answer = clean_answer(completion("Ribosomes read messenger RNA. They join amino acids. Transfer RNA brings "
+                                     "them. Codons give the order."), "prompt", question="q?", material=PASSAGE)
+    assert answer == "Ribosomes read messenger RNA. They join amino acids. Transfer RNA brings them."
+
+
+def test_the_dialogue_asks_each_turn_with_its_schema():
+    from generation.dialogue import schemas
+
+    seen = []
+
+    class Recording(FakeBackend):
+        def generate(self, messages, params):
+            seen.append(params.json_schema)
+            return super().generate(messages, params)
+
+    run_dialogue(backend=Recording(), passage_text=PASSAGE, answers=2, temperature=0.5, seed=1)
+    assert seen == [schemas.QUESTION, schemas.ANSWER, schemas.ANSWER]
+
+
+def test_a_refused_question_is_asked_again_with_a_new_seed_and_every_refusal_is_kept():
+    replies = iter(['{"question": "What would you like to know next?"}', '{"question": "What do ribosomes read?"}',
+                    '{"answer": "I will add more details about ribosomes later. They are small."}',
+                    '{"answer": "Ribosomes read messenger RNA. They join amino acids in order."}'])
+    seeds = []
+
+    class Scripted(FakeBackend):
+        def generate(self, messages, params):
+            seeds.append(params.seed)
+            return completion(next(replies))
+
+    result = run_dialogue(backend=Scripted(), passage_text=PASSAGE, answers=2, temperature=0.5, seed=9)
+    assert result.question == "What do ribosomes read?"
+    assert result.answer == "Ribosomes read messenger RNA. They join amino acids in order."
+    assert result.refusals == ["question.meta", "answer.meta"]
+    assert seeds[0] != seeds[1], "the question is asked again with another seed"
+    assert any("meta-question" in reason for reason in result.provenance["invalid_outputs"])
+
+
+def test_a_failed_attempt_carries_its_completions_and_refusals():
+    class Lecturing(FakeBackend):
+        def generate(self, messages, params):
+            return completion('{"question": "What would you like to know next?"}')
+
+    with pytest.raises(InvalidOutput) as caught:
+        run_dialogue(backend=Lecturing(), passage_text=PASSAGE, answers=1, temperature=0.5, seed=9)
+    assert caught.value.code == "question.meta"
+    assert caught.value.refusals == ["question.meta", "question.meta"]
+    assert len(caught.value.completions) == 2

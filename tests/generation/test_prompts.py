@@ -99,3 +99,47 @@ def test_the_start_job_command_queues_a_job_and_names_a_missing_lineage(lineage,
     assert "queued: 3 samples" in capsys.readouterr().out
     with pytest.raises(CommandError, match="no lineage with slug 'nope'"):
         call_command("start_job", "nope")
+
+
+def test_default_prompts_are_written_from_the_lineage_not_for_biology(db, monkeypatch):
+    """A lineage about contract law gets a law tutor: the words the model is sent say so."""
+    from curation.services.lineages import lineage_create, passages_add
+    from generation.backends.fake import FakeBackend
+    from generation.dialogue import DEFAULT_QUESTION_STYLES
+
+    lineage = lineage_create(name="Contract law QA", slug="contract-law-qa",
+                             description="Passages on how contracts are formed, performed and breached.")
+    passages_add(lineage=lineage, passages=[{"title": "Offer and acceptance", "text": (
+        "A contract is formed when an offer is accepted. An offer is a promise made on terms that the offeror "
+        "will be bound by once the offeree accepts them. Acceptance must mirror the offer; a reply that changes "
+        "its terms is a counter-offer, which rejects the original offer. Consideration, something of value given "
+        "by each side, is also required in common law systems.")}])
+    from generation.models import GeneratorSettings
+    GeneratorSettings.objects.filter(lineage=lineage).update(backend="fake", student_answers=1)
+    sent = []
+    real = FakeBackend.generate
+    monkeypatch.setattr(FakeBackend, "generate", lambda self, m, p: sent.append(m) or real(self, m, p))
+    job = job_create(lineage=lineage, requested=1, seed=5)
+    job_run_chunk(job_id=job.pk)
+    tutor_system, student_system = sent[0][0]["content"], sent[1][0]["content"]
+    assert "tutor in contract law" in tutor_system
+    assert "how contracts are formed, performed and breached" in tutor_system
+    assert "student of contract law" in student_system
+    words = " ".join(m["content"] for messages in sent for m in messages).lower()
+    assert "biology" not in words
+    sample = Sample.objects.get(job=job)
+    assert sample.provenance["question_style"] in DEFAULT_QUESTION_STYLES
+    assert any(style in tutor_system for style in DEFAULT_QUESTION_STYLES), "question styles are kept"
+    assert sample.provenance["prompt_version"].startswith("default-3/")
+
+
+def test_a_versioned_prompt_still_overrides_the_defaults(lineage, monkeypatch):
+    from generation.backends.fake import FakeBackend
+
+    prompt_template_save(lineage=lineage, tutor_system="Quiz master: ask {style}.", student_system="Reply.")
+    sent = []
+    real = FakeBackend.generate
+    monkeypatch.setattr(FakeBackend, "generate", lambda self, m, p: sent.append(m) or real(self, m, p))
+    job_run_chunk(job_id=job_create(lineage=lineage, requested=1, seed=5).pk)
+    assert sent[0][0]["content"].startswith("Quiz master: ask ")
+    assert sent[1][0]["content"] == "Reply."
