@@ -16,7 +16,6 @@ from curation.models import (
     TrainingSetExport,
 )
 from curation.services.reflag import ReflagError, flag_run_create
-from generation.services import JobError, job_create
 
 
 class LineagePolicyInline(admin.StackedInline):
@@ -27,10 +26,11 @@ class LineagePolicyInline(admin.StackedInline):
 
 @admin.register(Lineage)
 class LineageAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "hallucination_threshold")
+    list_display = ("name", "slug", "duplicate_threshold", "hallucination_threshold")
     prepopulated_fields = {"slug": ("name",)}
+    # generation/admin.py adds its generator-settings inline and its "start a job" action.
     inlines = [LineagePolicyInline]
-    actions = ["start_job", "reflag"]
+    actions = ["reflag"]
 
     @admin.action(description="Re-flag every sample of the selected lineages (a chunked job)")
     def reflag(self, request, queryset):
@@ -42,16 +42,6 @@ class LineageAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{lineage}: re-flag run {run.pk} queued ({run.total} samples).",
                                   messages.SUCCESS)
-
-    @admin.action(description="Start a generation job (5 samples) for the selected lineages")
-    def start_job(self, request, queryset):
-        for lineage in queryset:
-            try:
-                job = job_create(lineage=lineage, requested=5, created_by=request.user)
-            except JobError as exc:
-                self.message_user(request, f"{lineage}: {exc}", messages.ERROR)
-            else:
-                self.message_user(request, f"{lineage}: job {job.pk} queued.", messages.SUCCESS)
 
 
 @admin.register(Generation)

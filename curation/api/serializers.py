@@ -24,9 +24,7 @@ from curation.models import (
 )
 from curation.services.lineages import MAX_PASSAGE_CHARS
 from curation.services.review import MAX_EDIT_CHARS, Order
-from generation.backends import REGISTRY
-from generation.models import GenerationJob
-from generation.services import MAX_JOB_SIZE
+from curation.extensions import settings_sections
 
 MAX_PASSAGES_PER_REQUEST = 1000
 MAX_SEED = 2**31 - 1
@@ -92,10 +90,16 @@ class LineageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Lineage
-        fields = ["id", "name", "slug", "description", "created_at", "open_generation", "backend", "backend_model",
-                  "backend_base_url", "backend_api_key_env", "critique", "student_answers", "temperature",
+        fields = ["id", "name", "slug", "description", "created_at", "open_generation",
                   "reject_reasons", "lease_seconds", "overlap_fraction", "duplicate_threshold",
                   "hallucination_threshold", "policy"]
+
+    def get_fields(self):
+        # Settings other apps keep per lineage (generation's backend, sampling, loop mode), flat beside curation's.
+        fields = super().get_fields()
+        for section in settings_sections():
+            fields.update(section.read_fields())
+        return fields
 
     @extend_schema_field(PolicySerializer)
     def get_policy(self, lineage: Lineage) -> dict:
@@ -145,15 +149,6 @@ class LineageUpdateSerializer(serializers.Serializer):
 
     name = CharField(required=False, max_length=200)
     description = CharField(required=False, allow_blank=True, max_length=10_000)
-    backend = ChoiceField(choices=["", *sorted(REGISTRY)], required=False,
-                                      help_text="A generator backend; empty uses the server's default.")
-    backend_model = CharField(required=False, allow_blank=True, max_length=200)
-    backend_base_url = URLField(required=False, allow_blank=True, max_length=200)
-    backend_api_key_env = RegexField(r"^[A-Za-z_][A-Za-z0-9_]*$|^$", required=False, allow_blank=True,
-                                                 max_length=100, help_text="The NAME of the variable, never the key.")
-    critique = BooleanField(required=False)
-    student_answers = IntegerField(required=False, min_value=1, max_value=10)
-    temperature = FloatField(required=False, min_value=0, max_value=2)
     reject_reasons = serializers.ListField(child=CharField(max_length=60), required=False,
                                            min_length=1, max_length=9)
     lease_seconds = IntegerField(required=False, min_value=10, max_value=86_400)
@@ -161,6 +156,12 @@ class LineageUpdateSerializer(serializers.Serializer):
     duplicate_threshold = _fraction()
     hallucination_threshold = _fraction()
     policy = PolicyUpdateSerializer(required=False)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for section in settings_sections():
+            fields.update(section.write_fields())
+        return fields
 
 
 # ---------------------------------------------------------------- generations and passages
@@ -210,30 +211,6 @@ class PassageBatchResultSerializer(serializers.Serializer):
     added = serializers.IntegerField(help_text="Passages that were new; a text already present is not added twice.")
     received = serializers.IntegerField()
     passages = serializers.IntegerField(help_text="The lineage's passages now.")
-
-
-# ---------------------------------------------------------------- jobs
-
-
-class JobSerializer(serializers.ModelSerializer):
-    lineage = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    generation = serializers.IntegerField(source="generation.number", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
-    progress_percent = serializers.IntegerField(read_only=True)
-    rate_per_minute = serializers.FloatField(read_only=True, allow_null=True)
-    eta_seconds = serializers.IntegerField(read_only=True, allow_null=True)
-
-    class Meta:
-        model = GenerationJob
-        fields = ["id", "lineage", "generation", "status", "requested", "done_count", "failed_count",
-                  "progress_percent", "rate_per_minute", "eta_seconds", "chunk_size", "seed", "last_error",
-                  "created_by", "created_at", "started_at", "finished_at"]
-
-
-class JobCreateSerializer(serializers.Serializer):
-    requested = IntegerField(min_value=1, max_value=MAX_JOB_SIZE, help_text="Samples the job must end with.")
-    seed = IntegerField(required=False, min_value=0, max_value=MAX_SEED,
-                                    help_text="Base seed; item i uses seed + i. Random when left out.")
 
 
 # ---------------------------------------------------------------- samples, flags, reviews

@@ -1,4 +1,4 @@
-"""Lineage pages for curators: jobs, the next generation's plan, training sets and their files."""
+"""Lineage pages for curators: the panels other apps add (jobs), the next generation's plan, training sets and their files."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -18,7 +18,7 @@ from curation.services.training_sets import (
     training_set_build,
     training_set_plan,
 )
-from generation.models import GenerationJob
+from curation.extensions import panels_render
 from ouroboros.roles import curator_required
 
 TRAINING_SETS_PER_PAGE = 20
@@ -49,7 +49,8 @@ def lineage_detail(request, slug: str):
         {
             "lineage": lineage,
             "overview": selectors.lineage_overview(lineage=lineage),
-            "jobs": GenerationJob.objects.filter(lineage=lineage).select_related("generation")[:20],
+            # Other apps' pieces of the page (generation's jobs panel), in their registered order.
+            "panels": panels_render(page="lineage", request=request, lineage=lineage),
             "agreement": selectors.reviewer_agreement(lineage=lineage),
             "policy": lineage_policy(lineage=lineage),
             "plan": plan,
