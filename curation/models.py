@@ -114,6 +114,8 @@ class SourcePassage(models.Model):
             models.UniqueConstraint(fields=["lineage", "content_hash"], name="passage_unique_text_per_lineage"),
         ]
         indexes = [
+            # Flagging asks, per batch, whether any of the lineage's passages still waits for its embedding.
+            models.Index(fields=["lineage"], condition=Q(embedding__isnull=True), name="passage_unembedded_idx"),
             HnswIndex(
                 name="passage_embedding_hnsw",
                 fields=["embedding"],
@@ -383,10 +385,13 @@ class FlagRun(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Moved by every chunk: a run left untouched lost its message or its worker (`flag_runs_requeue_stale`).
+    updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "updated_at"], name="flagrun_status_updated")]
 
     def __str__(self) -> str:
         return f"Re-flag of {self.lineage} ({self.done}/{self.total}, {self.status})"

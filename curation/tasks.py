@@ -31,8 +31,25 @@ def _run_or_retry(task, run, missing: type[Exception], *, fail) -> bool:
 @shared_task(name="curation.flag_sample", acks_late=True, soft_time_limit=300, time_limit=360,
              **retry_on_lost_database())
 def flag_sample(sample_id: int) -> int:
+    """Flag the sample with the lineage's other pending ones (one batch); returns how many were flagged.
+
+    While the lineage's passages are still being embedded (`embed_passages`),
+    it waits: queued again FLAG_PASSAGE_RETRY_SECONDS later (a new message, so
+    the lost-database retries keep their count), until the sample has waited
+    FLAG_PASSAGE_WAIT_SECONDS; then it grounds in what is there.
+    """
+    from django.conf import settings
+
     try:
-        return len(flagging.sample_flag(sample_id=sample_id))
+        try:
+            return flagging.samples_flag_pending(sample_id=sample_id)
+        except flagging.PassagesPending as pending:
+            if flagging.sample_waited_for_passages(sample_id=sample_id):
+                return flagging.samples_flag_pending(sample_id=sample_id, partial_corpus=True)
+            if not flagging.passages_embedding_running(lineage_id=pending.lineage_id):
+                embed_passages.delay(pending.lineage_id)
+            flag_sample.apply_async((sample_id,), countdown=settings.OUROBOROS["FLAG_PASSAGE_RETRY_SECONDS"])
+            return 0
     except Sample.DoesNotExist:
         return 0  # deleted since it was queued: nothing to flag
 
@@ -116,16 +133,21 @@ def requeue_stale_imports() -> list[int]:
 
 
 @shared_task(name="curation.embed_passages", acks_late=True, max_retries=3, soft_time_limit=1800,
-             time_limit=1900)
+             time_limit=1900, autoretry_for=(Exception,), retry_backoff=10, retry_backoff_max=300, retry_jitter=True)
 def embed_passages(lineage_id: int) -> int:
     """Embed and chunk a lineage's passages that have none yet (after an import), for grounding.
 
     One chunk of PASSAGE_EMBED_CHUNK_SIZE passages per task; the task queues the
-    next while any remain, so a big import never makes one long task."""
-    from django.conf import settings
-
-    done = flagging.passages_embed_missing(lineage_id=lineage_id,
-                                           limit=settings.OUROBOROS["PASSAGE_EMBED_CHUNK_SIZE"])
-    if flagging.passages_embedding_pending(lineage_id=lineage_id):
+    next while any remain, so a big import never makes one long task. Anything
+    raised (a lost database, a worker short of memory) is tried again, three
+    times, about 10, 20 and 40 s later; the chunk is idempotent.
+    """
+    done, more = flagging.passages_embed_chunk(lineage_id=lineage_id)
+    if more:
         embed_passages.delay(lineage_id)
     return done
+
+
+@shared_task(name="curation.requeue_stale_reflags", acks_late=True, expires=290)
+def requeue_stale_reflags() -> list[int]:
+    return reflag.flag_runs_requeue_stale()

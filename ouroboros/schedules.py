@@ -40,6 +40,12 @@ SCHEDULES = [
         "crontab": {"minute": "*/5"},
         "expire_seconds": 290,
     },
+    {
+        "name": "Re-queue re-flag runs whose message or worker was lost",
+        "task": "curation.requeue_stale_reflags",
+        "crontab": {"minute": "*/5"},
+        "expire_seconds": 290,
+    },
 ]
 
 

@@ -218,6 +218,7 @@ if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", _EMBEDDING_DEVICE):
 _TRAINING_DEVICE = envstr("OUROBOROS_TRAINING_DEVICE", "cpu").strip()
 if not re.fullmatch(r"cpu|cuda(:\d+)?", _TRAINING_DEVICE):
     raise ImproperlyConfigured(f"OUROBOROS_TRAINING_DEVICE={_TRAINING_DEVICE!r} is not a torch device: use cpu, cuda or cuda:N")
+_ON_GPU = _EMBEDDING_DEVICE.startswith("cuda")
 
 OUROBOROS = {
     # Generation: the backend used when a lineage names none.
@@ -253,12 +254,28 @@ OUROBOROS = {
     # Flagging. A sample still unflagged this long after it was stored lost its
     # flag_sample message (a dead worker, a Redis restart); the sweep queues it again.
     "FLAG_MISSING_AFTER_SECONDS": envint("OUROBOROS_FLAG_MISSING_AFTER_SECONDS", 120, minimum=1),
+    # A flag task takes its sample and up to this many − 1 other pending samples of the lineage as one
+    # batch (one encode call, one query per look-up). A GPU encodes a far bigger batch in about the time
+    # a CPU takes for a small one, so its default is bigger.
+    "FLAG_BATCH_SIZE": envint("OUROBOROS_FLAG_BATCH_SIZE", 256 if _ON_GPU else 32, minimum=1),
+    # MinHash candidates (earlier samples sharing an LSH band key) read per new sample, the most
+    # overlapping of which is compared: bounds the look-up in a collapsing lineage.
+    "FLAG_MINHASH_CANDIDATES": envint("OUROBOROS_FLAG_MINHASH_CANDIDATES", 64, minimum=1),
+    # Passages a flag task embeds itself (a new lineage's few); a bigger backlog is `embed_passages`'s,
+    # and flagging waits for it, checking every FLAG_PASSAGE_RETRY_SECONDS, at most
+    # FLAG_PASSAGE_WAIT_SECONDS after the sample was stored; then it grounds in what is there.
+    "FLAG_INLINE_PASSAGES": envint("OUROBOROS_FLAG_INLINE_PASSAGES", 50, minimum=0),
+    "FLAG_PASSAGE_RETRY_SECONDS": envint("OUROBOROS_FLAG_PASSAGE_RETRY_SECONDS", 30, minimum=1),
+    "FLAG_PASSAGE_WAIT_SECONDS": envint("OUROBOROS_FLAG_PASSAGE_WAIT_SECONDS", 900, minimum=0),
+    # A re-flag run untouched this long lost its next-chunk message or its worker (a chunk may run
+    # 960 s); the sweep queues its next chunk again.
+    "REFLAG_IDLE_SECONDS": envint("OUROBOROS_REFLAG_IDLE_SECONDS", 1200, minimum=1),
     "EMBEDDING_MODEL": envstr("OUROBOROS_EMBEDDING_MODEL", ""),  # empty: all-MiniLM-L6-v2 from its wheel
     "EMBEDDING_DIM": 384,
     "EMBEDDING_THREADS": envint("OUROBOROS_EMBEDDING_THREADS", 2, minimum=1),
     # Where each worker process runs the embedder: a GPU worker sets cuda (or cuda:N).
     "EMBEDDING_DEVICE": _EMBEDDING_DEVICE,
-    "EMBEDDING_BATCH_SIZE": envint("OUROBOROS_EMBEDDING_BATCH_SIZE", 64, minimum=1),
+    "EMBEDDING_BATCH_SIZE": envint("OUROBOROS_EMBEDDING_BATCH_SIZE", 256 if _ON_GPU else 64, minimum=1),
     "EMBEDDING_CACHE_SIZE": envint("OUROBOROS_EMBEDDING_CACHE_SIZE", 20000, minimum=0),  # vectors per process
     # Defaults for new lineages; `manage.py calibrate_flags` fits a lineage's own.
     "DUPLICATE_THRESHOLD": envfloat("OUROBOROS_DUPLICATE_THRESHOLD", 0.90),

@@ -7,6 +7,8 @@ samples to the same result, and the conditional update counts it once.
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -61,15 +63,52 @@ def flag_run_chunk(*, run_id: int) -> bool:
             if finished:
                 clusters_prune(lineage=run.lineage)
         return False
-    FlagRun.objects.filter(pk=run.pk, status=FlagRun.Status.QUEUED).update(status=FlagRun.Status.RUNNING)
-    flagging.samples_flag(sample_ids=ids)
+    FlagRun.objects.filter(pk=run.pk, status=FlagRun.Status.QUEUED).update(status=FlagRun.Status.RUNNING,
+                                                                         updated_at=timezone.now())
+    try:
+        flagging.samples_flag(sample_ids=ids)
+    except flagging.PassagesPending as pending:
+        # The corpus is still being embedded: this chunk comes back later, the cursor stays.
+        if not flagging.passages_embedding_running(lineage_id=pending.lineage_id):
+            from curation.tasks import embed_passages
+
+            embed_passages.delay(pending.lineage_id)
+        FlagRun.objects.filter(pk=run.pk).update(updated_at=timezone.now())
+        from curation.tasks import reflag_chunk
+
+        reflag_chunk.apply_async((run.pk,), countdown=settings.OUROBOROS["FLAG_PASSAGE_RETRY_SECONDS"])
+        return True
     with transaction.atomic():
         moved = FlagRun.objects.filter(pk=run.pk, cursor=run.cursor).update(
-            cursor=ids[-1], done=F("done") + len(ids)
+            cursor=ids[-1], done=F("done") + len(ids), updated_at=timezone.now()
         )
         if moved:
             _enqueue(run.pk)
     return bool(moved)
+
+
+def flag_runs_requeue_stale(*, idle_seconds: int | None = None) -> list[int]:
+    """Queue the next chunk of every active run untouched for REFLAG_IDLE_SECONDS; returns their ids.
+
+    Its message was lost (a Redis restart) or its worker died mid-chunk: without
+    this the lineage could never be re-flagged again (one active run per
+    lineage). A live chunk moves the run well within the idle time (its hard
+    limit is 960 s), and a chunk that runs twice counts once, so a
+    needless re-queue costs a repeated chunk at most.
+    """
+    if idle_seconds is None:
+        idle_seconds = settings.OUROBOROS["REFLAG_IDLE_SECONDS"]
+    now = timezone.now()
+    stale = list(
+        FlagRun.objects.filter(status__in=[FlagRun.Status.QUEUED, FlagRun.Status.RUNNING],
+                               updated_at__lt=now - timedelta(seconds=idle_seconds))
+        .values_list("id", flat=True)
+    )
+    for run_id in stale:
+        with transaction.atomic():
+            FlagRun.objects.filter(pk=run_id).update(updated_at=now)
+            _enqueue(run_id)
+    return stale
 
 
 def flag_run_fail(*, run_id: int, reason: str) -> None:

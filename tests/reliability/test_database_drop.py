@@ -43,8 +43,11 @@ def test_flagging_killed_mid_write_rolls_back_whole_and_the_retry_writes_the_fla
 
     1. Sample A is flagged; sample B repeats it word for word, so flagging B
        raises a near-duplicate flag and founds a cluster around A.
-    2. The test locks B's row, so the worker's flagging transaction stops at its
-       last write (B's scores), after the flag and the cluster are written.
+    2. The test holds a SHARE lock on the cluster table, so B's flagging
+       transaction stops when it goes to found the cluster around A, with B's
+       and A's rows locked and B's flag written. (B's embedding was stored and
+       committed before, in a step of its own, so that concurrent flaggers see
+       it: it is not part of this transaction.)
     3. The test kills that connection: none of those writes may survive.
     4. The task retries on a new connection (ouroboros.retry) and writes it all once.
     """
@@ -54,7 +57,6 @@ def test_flagging_killed_mid_write_rolls_back_whole_and_the_retry_writes_the_fla
     text = dict(question="What does the passage say about tides?",
                 answer="Tides rise and fall twice a day because the Moon pulls on the oceans.")
     first = make_sample(lineage, flagged=False, **text)
-    second = make_sample(lineage, flagged=False, **text)
 
     worker = CeleryProcess.worker("flagger", tmp_path, {"DATABASE_URL": test_database_url(application_name=name)},
                                   queues="curation")
@@ -63,13 +65,15 @@ def test_flagging_killed_mid_write_rolls_back_whole_and_the_retry_writes_the_fla
         flag_sample.delay(first.pk)
         wait_for(lambda: Sample.objects.filter(pk=first.pk, flagged_at__isnull=False).exists(), timeout=120,
                  what="the first sample's flags", processes=[worker])
+        # Stored only now: a pending B would have been flagged in A's batch.
+        second = make_sample(lineage, flagged=False, **text)
 
         with lock.transaction():
-            lock.execute("SELECT id FROM curation_sample WHERE id = %s FOR UPDATE", [second.pk])
+            lock.execute("LOCK TABLE curation_duplicatecluster IN SHARE MODE")
             flag_sample.delay(second.pk)
-            wait_for(lambda: _blocked_on_a_lock(name), timeout=60, what="the flagging to wait on the locked row",
+            wait_for(lambda: _blocked_on_a_lock(name), timeout=60, what="the flagging to wait on the locked table",
                      processes=[worker])
-            # The worker's transaction has written B's flag and the cluster, and waits to write B's scores.
+            # The worker's transaction has written B's flag, and waits to found the cluster around A.
             killed = set(_blocked_on_a_lock(name))
             _terminate(list(killed))
             wait_for(lambda: not killed & set(database_backend_pids(application_name=name)), timeout=30,
