@@ -280,6 +280,8 @@ def _lease_statement(*, lineage_id: int, generation_id: int | None, overlap: boo
                                     ELSE STATEMENT_TIMESTAMP() + make_interval(secs => %s) END
         FROM chosen, async_commit, curation_generation AS g, curation_sourcepassage AS p
         WHERE s.id = chosen.id AND g.id = s.generation_id AND p.id = s.passage_id
+            -- re-checked on the newest row version if a decision committed since the pick
+            AND (s.status = 'pending' OR s.double_review)
         RETURNING {_card_columns("s")}, g.number AS card_generation_number, g.status AS card_generation_status,
             p.title AS card_passage_title, p.text AS card_passage_text,
             (SELECT COALESCE(json_agg(json_build_object('id', f.id, 'kind', f.kind, 'score', f.score,
