@@ -28,7 +28,7 @@ class StudentRegisterSerializer(serializers.Serializer):
                      help_text="A name for the record; the model name when empty.")
 
 
-class ModelRecordSerializer(serializers.ModelSerializer):
+class RemoteModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelRecord
         fields = ["id", "kind", "name", "base_url", "remote_model", "api_key_env", "status", "failure_reason",
@@ -48,7 +48,7 @@ class GenerationStudent(APIView):
         parameters=[GENERATION], request=StudentRegisterSerializer,
         # 404: only for a path that is not a generation id at all (the API's catch-all); an id that names
         # no generation is a 400 naming `generation`, as the trainer's input was wrong.
-        responses={201: ModelRecordSerializer, **errors(BAD_REQUEST, NOT_FOUND)},
+        responses={201: RemoteModelSerializer, **errors(BAD_REQUEST, NOT_FOUND)},
     )
     def post(self, request, pk: int):
         data = StudentRegisterSerializer(data=request.data)
@@ -63,5 +63,5 @@ class GenerationStudent(APIView):
                 api_key_env=values["api_key_env"], name=values["name"], created_by=request.user)
         except StudentError as exc:
             raise field_error(exc.field, exc.message) from None
-        return Response({**ModelRecordSerializer(record).data, "generation": generation.pk},
+        return Response({**RemoteModelSerializer(record).data, "generation": generation.pk},
                         status=status.HTTP_201_CREATED)
