@@ -156,6 +156,9 @@ SPECTACULAR_SETTINGS = {
         "TrainingSetStatusEnum": "curation.models.TrainingSet.Status",
         "ExportStatusEnum": "curation.models.TrainingSetExport.Status",
         "JobStatusEnum": "generation.models.GenerationJob.Status",
+        "ModelRecordStatusEnum": "generation.models.ModelRecord.Status",
+        "ModelRecordKindEnum": "generation.models.ModelRecord.Kind",
+        "FlagKindEnum": "curation.models.Flag.Kind",
     },
 }
 
