@@ -83,7 +83,8 @@ def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:
     """
     from curation import metrics
 
-    standing = Review.objects.filter(undone_by__isnull=True).exclude(decision=Review.Decision.UNDO)
+    # The system reviewer (auto review) decides by the flags: it is no rater, so it is left out.
+    standing = Review.objects.filter(undone_by__isnull=True, system=False).exclude(decision=Review.Decision.UNDO)
     seconds = standing.filter(overlap=True).select_related("reviewer")
     if lineage is not None:
         seconds = seconds.filter(sample__lineage=lineage)

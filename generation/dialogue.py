@@ -164,8 +164,13 @@ def run_dialogue(
     seed: int,
     prompts: Prompts = DEFAULT_PROMPTS,
     critique: bool = False,
+    student_backend: Backend | None = None,
 ) -> DialogueResult:
     """Ask one question about the passage and collect `answers` student answers.
+
+    `student_backend` answers (the generation's student, e.g. a model trained on
+    the last set); the tutor's `backend` asks and critiques. One model plays both
+    when it is left out.
 
     Raises InvalidOutput when the tutor's question or every student answer is unusable.
     A critique that fails validation is left out (and noted); it never sinks the sample.
@@ -183,8 +188,9 @@ def run_dialogue(
     completions = [asked]
     valid: list[str] = []
     reasons: list[str] = []
+    answerer = student_backend or backend
     for k in range(max(1, answers)):
-        completion = backend.generate(
+        completion = answerer.generate(
             student,
             GenerationParams(temperature=temperature, max_tokens=ANSWER_MAX_TOKENS, seed=seed * 1000 + k + 1),
         )
@@ -221,6 +227,7 @@ def run_dialogue(
         provenance={
             "backend": backend.name,
             "model": asked.model,
+            "student_model": completions[1].model if len(completions) > 1 else asked.model,
             "prompt_version": prompts.version,
             "question_style": style,
             "temperature": temperature,

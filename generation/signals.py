@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from curation.extensions import build_refusal, gate_crossed, gate_resumed
+from curation.extensions import build_refusal, gate_crossed, gate_resumed, training_set_published
 from curation.models import Lineage
 
 from .models import GenerationJob, GeneratorSettings, LineageSchedule
@@ -51,3 +51,12 @@ def refuse_build_while_jobs_run(sender, generation, **kwargs) -> str | None:
         return f"generation {generation.number} still has {running} running job(s); wait or cancel them first"
     return None
 
+
+@receiver(training_set_published, dispatch_uid="generation.train_on_publish")
+def train_on_publish(sender, training_set, **kwargs) -> None:
+    """Loop mode train: a published set starts the built-in trainer on it (generation N+1's student)."""
+    from .models import LoopMode, generator_settings_for
+    from .services.loop import training_start
+
+    if generator_settings_for(training_set.lineage).loop_mode == LoopMode.TRAIN:
+        training_start(training_set=training_set)

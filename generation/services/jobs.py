@@ -21,8 +21,9 @@ from curation.selectors import lineage_open_generation
 from generation.backends import BackendError, BackendTimeout, get_backend
 from generation.dialogue import InvalidOutput, Prompts, run_dialogue
 from generation.errors import JobError
-from generation.models import GenerationFailure, GenerationJob
+from generation.models import GenerationFailure, GenerationJob, GenerationModels
 
+from .loop import generation_models_record, models_provenance, student_backend
 from .prompts import lineage_backend_config, lineage_prompts
 
 log = logging.getLogger(__name__)
@@ -45,15 +46,22 @@ def _enqueue_chunk(job_id: int) -> None:
 
 def job_create(*, lineage: Lineage, requested: int, created_by=None, seed: int | None = None,
                chunk_size: int | None = None) -> GenerationJob:
-    """Create a job for the lineage's open generation and queue its first chunk."""
+    """Create a job for the lineage's open generation and queue its first chunk.
+
+    The generation's tutor and student are resolved under the lineage's loop
+    mode and recorded with its first job (generation.services.loop); when there
+    is no student (loop mode external with none registered, train with no model
+    trained yet), the job is refused with the cause and nothing is written.
+    """
     if requested < 1 or requested > MAX_JOB_SIZE:
         raise JobError(f"a job asks for 1 to {MAX_JOB_SIZE} samples, not {requested}")
-    if not lineage.passages.exists():
+    if not lineage.passages.filter(heldout=False).exists():
         raise JobError(f"lineage {lineage.name!r} has no source passages to ask about")
     with transaction.atomic():
         generation = lineage_open_generation(lineage=lineage)
         if generation is None:
             raise JobError(f"lineage {lineage.name!r} has no open generation")
+        generation_models_record(generation=generation)
         job = GenerationJob.objects.create(
             lineage=lineage,
             generation=generation,
@@ -77,7 +85,7 @@ def job_cancel(*, job: GenerationJob) -> bool:
 def passage_pick(*, lineage: Lineage, rng: random.Random) -> SourcePassage:
     """Coverage-aware choice: one of the passages asked about least so far."""
     passages = list(
-        SourcePassage.objects.filter(lineage=lineage)
+        SourcePassage.objects.filter(lineage=lineage, heldout=False)  # the held-out split is never tutor material
         .annotate(uses=Count("samples"))
         .order_by("uses", "id")
         .values_list("id", "uses")
@@ -129,7 +137,7 @@ def _open_items(job: GenerationJob) -> list[int]:
     return [i for i in range(job.requested) if i not in done and i not in failed]
 
 
-def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result) -> bool:
+def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result, models: dict | None = None) -> bool:
     """Write one sample; False when a previous run of this item already stored it."""
     from curation.services.flagging import sample_flag_later
 
@@ -145,7 +153,8 @@ def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result
                 answer=result.answer,
                 alt_answers=result.alt_answers,
                 dialogue=result.dialogue,
-                provenance={**result.provenance, "job": job.pk, "passage": passage.pk, "item": index},
+                provenance={**result.provenance, **(models or {}), "job": job.pk, "passage": passage.pk,
+                            "item": index},
                 # Drawn from the item's own seed, so a re-run of the item draws the same.
                 double_review=random.Random(f"{job.seed}:{index}").random() < job.lineage.overlap_fraction,
             )
@@ -188,7 +197,8 @@ def _retrying_timeouts(call):
             time.sleep(delay)
 
 
-def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> tuple[SourcePassage, object] | str:
+def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int,
+                  student=None) -> tuple[SourcePassage, object] | str:
     """Run the dialogue for one item: (passage, result), or the reason it failed.
 
     Invalid outputs are retried with a new seed; a backend that times out is
@@ -212,6 +222,7 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
                 seed=(job.seed + index * 7919 + attempt) % (2**31),
                 prompts=prompts,
                 critique=generator.critique,
+                student_backend=student,
             ))
         except InvalidOutput as exc:
             reason = str(exc)
@@ -262,17 +273,21 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
     outcome = ChunkOutcome(claimed=True)
     try:
         backend = get_backend(job.lineage.generator.backend, lineage_backend_config(lineage=job.lineage))
+        models = (GenerationModels.objects.select_related("tutor", "student__parent")
+                  .filter(generation=job.generation).first())
+        student = student_backend(models=models, tutor_backend=backend)
+        provenance = models_provenance(models)
         prompts = lineage_prompts(lineage=job.lineage)
         for index in _open_items(job)[: job.chunk_size]:
             if not _still_holds(job_id, token):
                 log.info("job %s: claim lost or job cancelled; stopping this chunk", job_id)
                 _refresh_progress(job_id)
                 return outcome
-            produced = _produce_item(job, backend, prompts, index)
+            produced = _produce_item(job, backend, prompts, index, student=student)
             if isinstance(produced, str):
                 _record_failure(job, index, produced)
                 outcome.failed += 1
-            elif _store_sample(job, index, *produced):
+            elif _store_sample(job, index, *produced, models=provenance):
                 outcome.stored += 1
     except BackendError as exc:
         GenerationJob.objects.filter(pk=job_id, claim_token=token).update(

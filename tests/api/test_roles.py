@@ -10,6 +10,7 @@ from django.urls import URLPattern, get_resolver, reverse
 from rest_framework.test import APIClient
 
 from curation.api import urls as api_urls
+from generation.api import urls as generation_api_urls
 from tests.api.conftest import token_client
 from tests.factories import make_user
 
@@ -56,7 +57,9 @@ ROLES = ["anonymous", "outsider", "reviewer", "curator", "superuser"]
 def api_routes() -> set[tuple[str, str]]:
     """(name, method) for every API route and each HTTP method its view implements."""
     routes = set()
-    for pattern in get_resolver(api_urls).url_patterns:
+    # Both apps' API routes: generation's are mounted at /api/ ahead of curation's.
+    patterns = [*get_resolver(generation_api_urls).url_patterns, *get_resolver(api_urls).url_patterns]
+    for pattern in patterns:
         assert isinstance(pattern, URLPattern)
         if pattern.name == "api-not-found":
             continue
