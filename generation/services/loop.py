@@ -206,7 +206,8 @@ def student_backend(*, models: GenerationModels | None, tutor_backend):
     backend = (record.params or {}).get("backend", "openai")
     return get_backend(backend, BackendConfig(
         base_url=record.base_url, model=record.remote_model, timeout=conf["BACKEND_TIMEOUT"],
-        api_key_env=(record.params or {}).get("api_key_env", "") or conf["OPENAI_API_KEY_ENV"]))
+        api_key_env=(getattr(record, "api_key_env", "") or (record.params or {}).get("api_key_env", "")
+                     or conf["OPENAI_API_KEY_ENV"])))
 
 
 def models_provenance(models: GenerationModels | None) -> dict:
@@ -285,7 +286,9 @@ def heldout_perplexity_record(*, generation: Generation) -> float | None:
     if cached is None:
         from generation.services.training import student_perplexity  # the built-in trainer's measure
 
-        cached = float(student_perplexity(model=student, texts=texts))
+        measured = student_perplexity(model=student, texts=texts)
+        # The trainer returns {"perplexity", "tokens", "nll", "method", ...}; a bare number is taken as is.
+        cached = float(measured["perplexity"] if isinstance(measured, dict) else measured)
         with transaction.atomic():
             locked = ModelRecord.objects.select_for_update().get(pk=student.pk)
             metrics = dict(locked.metrics or {})
