@@ -51,6 +51,11 @@ class Lineage(models.Model):
     overlap_fraction = models.FloatField(
         default=0.0, help_text="Share of new samples (0–1) that a second reviewer also decides, blind, for agreement."
     )
+    auto_review = models.BooleanField(
+        default=False,
+        help_text="For experiments: a system reviewer accepts what no flag marked and rejects what a flag marked "
+                  "(marked as such in the log, left out of agreement).",
+    )
     # Flag thresholds, set per lineage (`manage.py calibrate_flags` fits them).
     duplicate_threshold = models.FloatField(
         default=settings.OUROBOROS["DUPLICATE_THRESHOLD"],
@@ -106,6 +111,10 @@ class SourcePassage(models.Model):
     text = models.TextField()
     content_hash = models.CharField(max_length=64, help_text="sha256 of the text, for de-duplicating imports.")
     embedding = VectorField(dimensions=EMBEDDING_DIM, null=True, blank=True)
+    heldout = models.BooleanField(
+        default=False, help_text="In the held-out split: never tutor material, never in a training set; the "
+                                 "student's perplexity on it is measured each generation (services/heldout.py).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -421,6 +430,9 @@ class Review(models.Model):
         help_text="For an undo: the decision it reverts.",
     )
     bulk = models.BooleanField(default=False, help_text="Made by a bulk action on a selection.")
+    system = models.BooleanField(
+        default=False, help_text="Made by the system reviewer (the lineage's auto review), not a person; left out of κ."
+    )
     overlap = models.BooleanField(
         default=False, help_text="A second reviewer's blind decision: measures agreement, leaves the status alone."
     )
@@ -527,6 +539,15 @@ class LineagePolicy(models.Model):
     gate_max_hallucination_rate = models.FloatField(
         null=True, blank=True, help_text="At risk when more of the generated samples than this are flagged as hallucinations."
     )
+    gate_max_perplexity_ratio = models.FloatField(
+        null=True, blank=True, default=1.5,
+        help_text="At risk when the student's held-out perplexity is above this many times generation 1's.",
+    )
+    # The held-out split of the real passages (the student-quality probe).
+    heldout_fraction = models.FloatField(
+        default=0.1, help_text="Share of the real passages held out (0 to 0.5): never tutor material, never trained on."
+    )
+    heldout_min = models.PositiveIntegerField(default=5, help_text="Hold out at least this many passages.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -537,6 +558,8 @@ class LineagePolicy(models.Model):
             ),
             models.CheckConstraint(condition=Q(coverage_radius__gte=0) & Q(coverage_radius__lte=2),
                                    name="policy_coverage_radius_range"),
+            models.CheckConstraint(condition=Q(heldout_fraction__gte=0) & Q(heldout_fraction__lte=0.5),
+                                   name="policy_heldout_fraction_range"),
         ]
 
     def __str__(self) -> str:
@@ -626,6 +649,10 @@ class GenerationMetrics(models.Model):
         default=dict, blank=True, help_text="Decision pairs of two reviewers on one sample: a 2×2 table."
     )
     kappa = models.FloatField(null=True, blank=True)
+    heldout_perplexity = models.FloatField(
+        null=True, blank=True,
+        help_text="The generation's student's perplexity on the held-out real passages (written by generation).",
+    )
     params = models.JSONField(default=dict, blank=True)
     at_risk = models.BooleanField(default=False)
     risk_reasons = models.JSONField(default=list, blank=True)

@@ -41,6 +41,8 @@ CHARTED = [
     ("duplicate_rate", "Near-duplicate rate", True, "duplicates"),
     ("hallucination_rate", "Likely-hallucination rate", True, "hallucinations"),
     ("selection_bias", "Selection bias: accepted ÷ generated diversity", False, None),
+    # The model side: each generation's student on the held-out real passages (Shumailov et al. 2024).
+    ("heldout_perplexity", "Student perplexity on held-out real passages", False, "heldout_perplexity"),
 ]
 
 
@@ -86,11 +88,15 @@ def lineage_charts(*, row: LineageRow) -> list[Chart]:
         "coverage": policy.gate_min_coverage,
         "duplicates": policy.gate_max_duplicate_rate,
         "hallucinations": policy.gate_max_hallucination_rate,
+        "heldout_perplexity": (policy.gate_max_perplexity_ratio * by_number[1].heldout_perplexity
+                               if policy.gate_max_perplexity_ratio is not None and by_number.get(1)
+                               and by_number[1].heldout_perplexity else None),
     }
     charts = []
     for field, title, percent, gate in CHARTED:
         points = [(number, getattr(m, field) if m else None) for number, m in sorted(by_number.items())]
-        if field in {"accept_rate", "duplicate_rate", "hallucination_rate", "selection_bias", "coverage"}:
+        if field in {"accept_rate", "duplicate_rate", "hallucination_rate", "selection_bias", "coverage",
+                     "heldout_perplexity"}:
             points = [(n, v) for n, v in points if n != 0]  # generation 0 is real data: no reviews, no flags
         chart = line_chart(title=title, key=field, points=points, threshold=gates.get(gate) if gate else None,
                            percent=percent, y_max=1.0 if percent else None)

@@ -180,7 +180,8 @@ def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:
     """
     from curation import metrics
 
-    standing = Review.objects.filter(undone_by__isnull=True).exclude(decision=Review.Decision.UNDO)
+    # The system reviewer (auto review) decides by the flags: it is no rater, so it is left out.
+    standing = Review.objects.filter(undone_by__isnull=True, system=False).exclude(decision=Review.Decision.UNDO)
     first = standing.filter(sample_id=OuterRef("sample_id"), overlap=False).order_by("-created_at", "-id")
     seconds = standing.filter(overlap=True)
     if lineage is not None:

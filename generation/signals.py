@@ -83,3 +83,11 @@ def training_set_published_webhook(sender, training_set, **kwargs) -> None:
             webhook_queue(training_set=training_set)
     except Exception:
         log.exception("could not queue the webhook of training set %s; the sweep will retry", training_set.pk)
+@receiver(training_set_published, dispatch_uid="generation.train_on_publish")
+def train_on_publish(sender, training_set, **kwargs) -> None:
+    """Loop mode train: a published set starts the built-in trainer on it (generation N+1's student)."""
+    from .models import LoopMode, generator_settings_for
+    from .services.loop import training_start
+
+    if generator_settings_for(training_set.lineage).loop_mode == LoopMode.TRAIN:
+        training_start(training_set=training_set)

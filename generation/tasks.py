@@ -73,6 +73,8 @@ def requeue_stale_training_runs() -> list[int]:
     from .services.training import training_runs_requeue_stale
 
     return training_runs_requeue_stale()
+
+
 @shared_task(name="generation.deliver_webhook", acks_late=True, soft_time_limit=120, time_limit=180,
              **retry_on_lost_database())
 def deliver_webhook(delivery_id: int) -> dict:
@@ -90,3 +92,12 @@ def requeue_stale_webhooks() -> list[int]:
     from .services.webhooks import webhooks_requeue_stale
 
     return webhooks_requeue_stale()
+@shared_task(name="generation.record_heldout_perplexity", acks_late=True, soft_time_limit=1500, time_limit=1800,
+             **retry_on_lost_database(max_retries=3))
+def record_heldout_perplexity(generation_id: int) -> float | None:
+    """The generation's student on the held-out split (queued on `training`: it loads the model with transformers)."""
+    from curation.models import Generation
+
+    from .services.loop import heldout_perplexity_record
+
+    return heldout_perplexity_record(generation=Generation.objects.select_related("lineage").get(pk=generation_id))

@@ -81,7 +81,7 @@ class PolicySerializer(serializers.ModelSerializer):
         model = LineagePolicy
         fields = ["mode", "min_real_fraction", "metrics_seed", "metrics_sample_size", "coverage_radius",
                   "gate_min_samples", "gate_min_diversity_ratio", "gate_max_duplicate_rate", "gate_min_coverage",
-                  "gate_max_hallucination_rate"]
+                  "gate_max_hallucination_rate", "gate_max_perplexity_ratio", "heldout_fraction", "heldout_min"]
 
 
 class LineageSerializer(serializers.ModelSerializer):
@@ -91,7 +91,7 @@ class LineageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Lineage
         fields = ["id", "name", "slug", "description", "created_at", "open_generation",
-                  "reject_reasons", "lease_seconds", "overlap_fraction", "duplicate_threshold",
+                  "reject_reasons", "lease_seconds", "overlap_fraction", "auto_review", "duplicate_threshold",
                   "hallucination_threshold", "policy"]
 
     def get_fields(self):
@@ -142,6 +142,9 @@ class PolicyUpdateSerializer(serializers.Serializer):
     gate_max_duplicate_rate = _fraction(allow_null=True)
     gate_min_coverage = _fraction(allow_null=True)
     gate_max_hallucination_rate = _fraction(allow_null=True)
+    gate_max_perplexity_ratio = FloatField(required=False, allow_null=True, min_value=1, max_value=100)
+    heldout_fraction = FloatField(required=False, min_value=0, max_value=0.5)
+    heldout_min = IntegerField(required=False, min_value=0, max_value=100_000)
 
 
 class LineageUpdateSerializer(serializers.Serializer):
@@ -153,6 +156,7 @@ class LineageUpdateSerializer(serializers.Serializer):
                                            min_length=1, max_length=9)
     lease_seconds = IntegerField(required=False, min_value=10, max_value=86_400)
     overlap_fraction = _fraction()
+    auto_review = BooleanField(required=False, help_text="A system reviewer decides by the flags (experiments).")
     duplicate_threshold = _fraction()
     hallucination_threshold = _fraction()
     policy = PolicyUpdateSerializer(required=False)
@@ -463,7 +467,7 @@ class GenerationMetricsSerializer(serializers.ModelSerializer):
         fields = ["lineage", "generation", "computed_at", "fingerprint", "generated", "accepted", "rejected",
                   "pending", "accept_rate", "flag_rates", "duplicate_rate", "hallucination_rate", "reject_reasons",
                   "distinct_1", "distinct_2", "pairwise_distance", "vendi", "coverage", "centroid_drift",
-                  "selection_bias", "agreement", "kappa", "params", "at_risk", "risk_reasons"]
+                  "selection_bias", "agreement", "kappa", "heldout_perplexity", "params", "at_risk", "risk_reasons"]
 
 
 class OverviewGenerationSerializer(serializers.Serializer):

@@ -32,7 +32,7 @@ class GateBreach:
 
 def gates_evaluate(*, values: GenerationMetrics, baseline: GenerationMetrics | None,
                    policy: LineagePolicy) -> list[GateBreach]:
-    """The gates a generation's metrics cross (pure: reads the values, writes nothing).
+    """The gates a generation's metrics cross (writes nothing; the perplexity gate reads generation 1's).
 
     Gates on accepted samples judge a generation once it has `gate_min_samples`
     accepted ones, gates on generated samples once it has that many generated:
@@ -73,7 +73,23 @@ def gates_evaluate(*, values: GenerationMetrics, baseline: GenerationMetrics | N
             f"{values.hallucination_rate:.0%} of generated samples are flagged as likely hallucinations; "
             f"the gate is {limit:.0%}",
         ))
+    ratio = policy.gate_max_perplexity_ratio
+    if ratio is not None and values.heldout_perplexity is not None and values.generation.number > 1:
+        first = _first_student_perplexity(values)
+        if first and values.heldout_perplexity > ratio * first:
+            breaches.append(GateBreach(
+                "heldout_perplexity",
+                f"the student's perplexity on the held-out real passages is {values.heldout_perplexity:.2f}, "
+                f"{values.heldout_perplexity / first:.2f} times generation 1's {first:.2f}; the gate is {ratio:g} times",
+            ))
     return breaches
+
+
+def _first_student_perplexity(values: GenerationMetrics) -> float | None:
+    """Generation 1's held-out perplexity: the untrained student's, the baseline of the perplexity gate."""
+    return (GenerationMetrics.objects.filter(generation__lineage_id=values.generation.lineage_id,
+                                             generation__number=1)
+            .values_list("heldout_perplexity", flat=True).first())
 
 
 def gates_check(*, metrics: GenerationMetrics) -> GatePause | None:

@@ -97,12 +97,13 @@ class SettingsError(ValueError):
 # Settings other apps keep per lineage (generation's backend, sampling and loop mode) come in through
 # curation.extensions.settings_sections() and are accepted beside these.
 LINEAGE_SETTINGS = (
-    "name", "description", "reject_reasons", "lease_seconds", "overlap_fraction",
+    "name", "description", "reject_reasons", "lease_seconds", "overlap_fraction", "auto_review",
     "duplicate_threshold", "hallucination_threshold",
 )
 POLICY_SETTINGS = (
     "mode", "min_real_fraction", "metrics_seed", "metrics_sample_size", "coverage_radius", "gate_min_samples",
     "gate_min_diversity_ratio", "gate_max_duplicate_rate", "gate_min_coverage", "gate_max_hallucination_rate",
+    "gate_max_perplexity_ratio", "heldout_fraction", "heldout_min",
 )
 
 

@@ -68,8 +68,8 @@ def _agreement(generation: Generation) -> list[list[int]]:
     columns the second.
     """
     # Decisions that stand: undo rows and the decisions they reverted are left out,
-    # and an edit is an accept of the edited text.
-    standing = Review.objects.filter(undone_by__isnull=True).exclude(decision=Review.Decision.UNDO)
+    # and an edit is an accept of the edited text. The system reviewer (auto review) is no rater.
+    standing = Review.objects.filter(undone_by__isnull=True, system=False).exclude(decision=Review.Decision.UNDO)
     twice = (standing.filter(sample__generation=generation).values("sample_id")
              .annotate(reviewers=Count("reviewer_id", distinct=True)).filter(reviewers__gte=2)
              .values_list("sample_id", flat=True))

@@ -174,13 +174,15 @@ def _count_by_generation(queryset) -> dict[int, int]:
 def _draw_real(*, lineage: Lineage, count: int, seed: int) -> tuple[list[int], int]:
     """Draw `count` passages, the ones used least in earlier sets first, ties broken by a seeded RNG.
 
-    Returns the passage ids (ascending) and the size of the corpus. Drawing is
+    Returns the passage ids (ascending) and the size of the corpus outside the
+    held-out split. Drawing is
     without replacement: a corpus too small for the policy is a breach, not a
     reason to repeat real data.
     """
+    # The held-out split (services/heldout.py) is never trained on, so never drawn.
     passages = list(
-        SourcePassage.objects.filter(lineage=lineage).annotate(uses=Count("training_sets")).order_by("id")
-        .values_list("id", "uses")
+        SourcePassage.objects.filter(lineage=lineage, heldout=False).annotate(uses=Count("training_sets"))
+        .order_by("id").values_list("id", "uses")
     )
     rng = random.Random(f"{seed}/real-draw")
     ranked = sorted((uses, rng.random(), pk) for pk, uses in passages)

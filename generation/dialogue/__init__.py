@@ -223,8 +223,13 @@ def run_dialogue(
     prompts: Prompts = DEFAULT_PROMPTS,
     critique: bool = False,
     examples: list[str] | None = None,
+    student_backend: Backend | None = None,
 ) -> DialogueResult:
     """Ask one question about the material and collect `answers` student answers.
+
+    `student_backend` answers (the generation's student, e.g. a model trained on
+    the last set); the tutor's `backend` asks and critiques. One model plays both
+    when it is left out.
 
     Raises InvalidOutput when the tutor's question (after QUESTION_TRIES seeds)
     or every student answer is unusable; the exception carries the attempt's
@@ -254,8 +259,10 @@ def run_dialogue(
     student = student_messages(passage_text, question, prompts)
     prompt_text = "\n".join(m["content"] for m in student)
     valid: list[str] = []
+    answerer = student_backend or backend
+    first_answer = len(completions)
     for k in range(max(1, answers)):
-        completion = _ask(backend, student, temperature=temperature, max_tokens=ANSWER_MAX_TOKENS,
+        completion = _ask(answerer, student, temperature=temperature, max_tokens=ANSWER_MAX_TOKENS,
                           seed=(seed * 1000 + k + 1) % (2**31), schema=schemas.ANSWER)
         completions.append(completion)
         try:
@@ -292,6 +299,7 @@ def run_dialogue(
         provenance={
             "backend": backend.name,
             "model": completions[0].model,
+            "student_model": completions[first_answer].model,
             "prompt_version": prompts.version,
             "question_style": style,
             "temperature": temperature,

@@ -24,8 +24,9 @@ from generation.backends import BackendError, BackendTimeout, get_backend
 from generation.dialogue import InvalidOutput, Prompts, run_dialogue
 from generation.dialogue.examples import style_examples_pick
 from generation.errors import JobError
-from generation.models import GenerationFailure, GenerationJob, generator_settings_for
+from generation.models import GenerationFailure, GenerationJob, GenerationModels, generator_settings_for
 
+from .loop import generation_models_record, models_provenance, student_backend
 from .prompts import lineage_backend_config, lineage_prompts
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,16 @@ def _enqueue_chunk(job_id: int) -> None:
 
 def job_create(*, lineage: Lineage, requested: int, created_by=None, seed: int | None = None,
                chunk_size: int | None = None) -> GenerationJob:
-    """Create a job for the lineage's open generation and queue its first chunk."""
+    """Create a job for the lineage's open generation and queue its first chunk.
+
+    The generation's tutor and student are resolved under the lineage's loop
+    mode and recorded with its first job (generation.services.loop); when there
+    is no student (loop mode external with none registered, train with no model
+    trained yet), the job is refused with the cause and nothing is written.
+    """
     if requested < 1 or requested > MAX_JOB_SIZE:
         raise JobError(f"a job asks for 1 to {MAX_JOB_SIZE} samples, not {requested}")
-    if not lineage.passages.exists():
+    if not lineage.passages.filter(heldout=False).exists():
         raise JobError(f"lineage {lineage.name!r} has no source passages to ask about")
     with transaction.atomic():
         # Lock the open generation: building its training set (which closes it)
@@ -66,6 +73,7 @@ def job_create(*, lineage: Lineage, requested: int, created_by=None, seed: int |
             generation = open_generation.all().first()
         if generation is None:
             raise JobError(f"lineage {lineage.name!r} has no open generation")
+        generation_models_record(generation=generation)
         job = GenerationJob.objects.create(
             lineage=lineage,
             generation=generation,
@@ -103,7 +111,7 @@ def passage_pick(*, job: GenerationJob, index: int) -> SourcePassage:
         if job.pk is not None:
             earlier = earlier.filter(pk__lt=job.pk)
         cache["passage_offset"] = earlier.aggregate(n=Coalesce(Sum("requested"), 0))["n"]
-    passages = SourcePassage.objects.filter(lineage_id=lineage_id)
+    passages = SourcePassage.objects.filter(lineage_id=lineage_id, heldout=False)  # never the held-out split
     total = passages.count()
     if not total:
         raise JobError(f"lineage {job.lineage.name!r} has no source passages to ask about")
@@ -266,7 +274,7 @@ def _end_for_closed_generation(job_id: int) -> bool:
     ))
 
 
-def _store_sample(job: GenerationJob, index: int, material: Material, result) -> bool:
+def _store_sample(job: GenerationJob, index: int, material: Material, result, models: dict | None = None) -> bool:
     """Write one sample; False when a previous run of this item already stored it, or when
     the job's generation was closed (then the job ends, see `_end_for_closed_generation`)."""
     from curation.services.flagging import sample_flag_later
@@ -294,7 +302,7 @@ def _store_sample(job: GenerationJob, index: int, material: Material, result) ->
                 answer=result.answer,
                 alt_answers=result.alt_answers,
                 dialogue=result.dialogue,
-                provenance={**result.provenance, "job": job.pk, "passage": passage.pk, "item": index,
+                provenance={**result.provenance, **(models or {}), "job": job.pk, "passage": passage.pk, "item": index,
                             "material": "sample" if material.parent else "passage",
                             "parent": material.parent.pk if material.parent else None},
                 # Drawn from the item's own seed, so a re-run of the item draws the same.
@@ -357,7 +365,8 @@ def _failure(reason: str, completions: list, refusals: list[str]) -> ItemFailure
     return failure
 
 
-def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> tuple[Material, object] | str:
+def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int,
+                  student=None) -> tuple[Material, object] | str:
     """Run the dialogue for one item: (material, result), or the reason it failed.
 
     The material (a real passage, or an accepted record for the seeded share)
@@ -391,6 +400,7 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
                 prompts=prompts,
                 critique=generator.critique,
                 examples=examples,
+                student_backend=student,
             ))
         except InvalidOutput as exc:
             reason = str(exc)
@@ -447,17 +457,21 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
     outcome = ChunkOutcome(claimed=True)
     try:
         backend = get_backend(job.lineage.generator.backend, lineage_backend_config(lineage=job.lineage))
+        models = (GenerationModels.objects.select_related("tutor", "student__parent")
+                  .filter(generation=job.generation).first())
+        student = student_backend(models=models, tutor_backend=backend)
+        provenance = models_provenance(models)
         prompts = lineage_prompts(lineage=job.lineage)
         for index in _open_items(job)[: job.chunk_size]:
             if not _still_holds(job_id, token):
                 log.info("job %s: claim lost or job cancelled; stopping this chunk", job_id)
                 _refresh_progress(job_id)
                 return outcome
-            produced = _produce_item(job, backend, prompts, index)
+            produced = _produce_item(job, backend, prompts, index, student=student)
             if isinstance(produced, str):
                 _record_failure(job, index, produced)
                 outcome.failed += 1
-            elif _store_sample(job, index, *produced):
+            elif _store_sample(job, index, *produced, models=provenance):
                 outcome.stored += 1
     except BackendError as exc:
         GenerationJob.objects.filter(pk=job_id, claim_token=token).update(
