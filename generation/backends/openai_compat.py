@@ -58,8 +58,9 @@ class OpenAICompatBackend:
         self.resolver = resolver  # None: egress.default_resolver, looked up at each request
         # How this server takes a JSON schema: OpenAI's and vLLM's "json_schema"
         # first, then the "json_object" + "schema" that llama.cpp's server (and a
-        # few hosted ones) read, then none. A server that answers 400/422 to one
-        # is asked the next way from then on; one that ignores both returns text.
+        # few hosted ones) read, then none. A server that refuses one (400/422, or
+        # a 500 that names response_format, as llama.cpp's does) is asked the next
+        # way from then on; one that ignores both returns text.
         self.schema_formats = ["json_schema", "json_object"]
 
     def _headers(self, policy: egress.Policy) -> dict[str, str]:
@@ -100,7 +101,10 @@ class OpenAICompatBackend:
             try:
                 return self._post(body, headers=headers, policy=policy)
             except BackendError as exc:
-                if not (exc.permanent and getattr(exc, "status", None) in SCHEMA_REFUSED_STATUS):
+                status = getattr(exc, "status", None)
+                # llama.cpp's server answers its own validation error with a 500 naming the field.
+                refused = status in SCHEMA_REFUSED_STATUS or (status == 500 and "response_format" in str(exc))
+                if not refused:
                     raise
                 log.warning("%s refused response_format %r (%s); not sending it again", self.url, kind, exc)
                 if self.schema_formats and self.schema_formats[0] == kind:

@@ -78,7 +78,8 @@ META_QUESTION = re.compile(
     r"\b(would you like|do you (?:want|have|know|think)|can i\b|may i\b|shall (?:i|we)\b|anything else|"
     r"any (?:other |more |further )?questions|know next|learn next|discuss next|talk about next|"
     r"help you|tell me (?:about yourself|more)|what (?:else|is next)|your (?:question|opinion|thoughts)|"
-    r"this conversation|our conversation|the (?:tutor|student)\b|(?:this|the) (?:passage|text|article) "
+    r"this conversation|our conversation|the (?:tutor|student)\b|the answer to (?:the|this|that) question|"
+    r"the question (?:about|above)|(?:this|the) (?:passage|text|article) "
     r"(?:about|mainly about)\??$)",
     re.IGNORECASE,
 )

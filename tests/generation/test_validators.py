@@ -33,6 +33,7 @@ def code(refusal) -> str | None:
     ("What would you like to know next?", "question.meta"),
     ("Do you have any questions about the passage?", "question.meta"),
     ("What is the passage about?", "question.meta"),
+    ("What is the answer to the question about how mitosis works?", "question.meta"),  # bench run, 2026-12-01
     ("Why is this important?", "question.off_material"),
     ("What are the main ideas mentioned here?", "question.off_material"),
     ("¿Qué hace la clorofila en las plantas verdes?", "question.language"),
