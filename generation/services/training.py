@@ -369,13 +369,21 @@ def _finish(run: TrainingRun, token: uuid.UUID, session: _Session) -> None:
                # 0 for a run one worker trained from the start; else the checkpoint the last worker resumed.
                "resumed_from_step": session.start_step}
     generation = run.training_set.generation
-    record = ModelRecord.objects.create(
+    fields = dict(
         lineage=run.lineage, kind=ModelRecord.Kind.LORA_ADAPTER,
         name=f"{base.name}+lora-{run.lineage.slug}-g{generation.number}-run{run.pk}",
         parent=run.base_model, training_set=run.training_set, path=str(gguf_path), sha256=sha256_of(gguf_path),
         params={**trainer.config.as_params(), "peft_adapter": str(folder / "peft"), "training_run": run.pk},
-        metrics=metrics, created_by=run.created_by,
+        metrics=metrics, created_by=run.created_by, status=ModelRecord.Status.PENDING, failure_reason="",
     )
+    # A worker that died between writing the record and ending the run left it behind: the
+    # retry rewrites that record rather than adding a second one.
+    record = ModelRecord.objects.filter(kind=ModelRecord.Kind.LORA_ADAPTER, params__training_run=run.pk).first()
+    if record is None:
+        record = ModelRecord.objects.create(**fields)
+    else:
+        ModelRecord.objects.filter(pk=record.pk).update(**fields)
+        record.refresh_from_db()
     _session_drop()
     ok = model_verify(model=record)
     with transaction.atomic():
