@@ -241,7 +241,7 @@ def test_llama_cpp_applies_the_written_adapter_as_peft_does(student, tmp_path):
     assert astray < 0.2, astray  # ...and without the permutation it does not (below 0 here)
 
 
-def test_a_model_llama_cpp_cannot_load_is_recorded_as_failed_with_the_reason(tmp_path):
+def test_a_model_llama_cpp_cannot_load_is_recorded_as_failed_with_the_reason(db, tmp_path):
     broken = tmp_path / "broken-adapter.gguf"
     broken.write_bytes(b"not a gguf file")
     model = ModelRecord.objects.create(kind=ModelRecord.Kind.LORA_ADAPTER, name="broken", path=str(broken),
@@ -249,7 +249,7 @@ def test_a_model_llama_cpp_cannot_load_is_recorded_as_failed_with_the_reason(tmp
     assert svc.model_verify(model=model) is False
     model.refresh_from_db()
     assert model.status == ModelRecord.Status.FAILED
-    assert model.failure_reason.startswith("llama.cpp could not load or run it:")
+    assert model.failure_reason.startswith("llama.cpp could not load or run it (")
     assert svc.model_verify(model=base_model_record()) is True
 
 
