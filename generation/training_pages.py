@@ -32,8 +32,8 @@ def lineage_training(request, slug: str):
     """GET: the runs (a partial for htmx, the full page otherwise). POST: start a run on a published set."""
     lineage = get_object_or_404(Lineage, slug=slug)
     if request.method == "POST":
-        training_set = lineage.training_sets.filter(pk=request.POST.get("training_set", "")
-                                                    if request.POST.get("training_set", "").isdigit() else None).first()
+        chosen = request.POST.get("training_set", "")
+        training_set = lineage.training_sets.filter(pk=int(chosen)).first() if chosen.isdigit() and len(chosen) < 18 else None
         if training_set is None:
             messages.error(request, "Could not start training: choose one of this lineage's training sets.")
         else:

@@ -24,6 +24,7 @@ Cancelling sets the status; the running chunk sees it at its next step and stops
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -41,7 +42,7 @@ from django.utils import timezone
 
 from curation.models import TrainingSet, TrainingSetExport
 from curation.services.exports import ExportError, export_file
-from generation.backends.base import BackendConfig, BackendError, GenerationParams
+from generation.backends.base import BackendConfig
 from generation.models import GenerationModels, ModelRecord, TrainingRun, base_model_record
 from generation.training.data import TrainingDataError, examples_from_chat, read_chat_jsonl
 from generation.training.lora import LoraTrainer, ModelLoadError, TrainConfig, checkpoint_step, load_student
@@ -369,13 +370,21 @@ def _finish(run: TrainingRun, token: uuid.UUID, session: _Session) -> None:
                # 0 for a run one worker trained from the start; else the checkpoint the last worker resumed.
                "resumed_from_step": session.start_step}
     generation = run.training_set.generation
-    record = ModelRecord.objects.create(
+    fields = dict(
         lineage=run.lineage, kind=ModelRecord.Kind.LORA_ADAPTER,
         name=f"{base.name}+lora-{run.lineage.slug}-g{generation.number}-run{run.pk}",
         parent=run.base_model, training_set=run.training_set, path=str(gguf_path), sha256=sha256_of(gguf_path),
         params={**trainer.config.as_params(), "peft_adapter": str(folder / "peft"), "training_run": run.pk},
-        metrics=metrics, created_by=run.created_by,
+        metrics=metrics, created_by=run.created_by, status=ModelRecord.Status.PENDING, failure_reason="",
     )
+    # A worker that died between writing the record and ending the run left it behind: the
+    # retry rewrites that record rather than adding a second one.
+    record = ModelRecord.objects.filter(kind=ModelRecord.Kind.LORA_ADAPTER, params__training_run=run.pk).first()
+    if record is None:
+        record = ModelRecord.objects.create(**fields)
+    else:
+        ModelRecord.objects.filter(pk=record.pk).update(**fields)
+        record.refresh_from_db()
     _session_drop()
     ok = model_verify(model=record)
     with transaction.atomic():
@@ -399,28 +408,49 @@ def _run_loss(run: TrainingRun) -> float | None:
 # Registering a model: load it and generate once ---------------------------
 
 
-VERIFY_MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
+VERIFY_TIMEOUT_SECONDS = 600  # loading and 16 tokens; generous for a loaded machine
 
 
 def model_verify(*, model: ModelRecord) -> bool:
-    """Load the model in llama.cpp and generate once; the record becomes ready, or failed with the reason."""
-    from generation.backends.llama_cpp import LlamaCppBackend
+    """Load the model in llama.cpp and generate once; the record becomes ready, or failed with the reason.
 
-    if model.path and not Path(model.path).is_file():
-        reason = f"the model file {model.path} does not exist"
-    else:
-        reason = ""
-        backend = None
-        try:
-            backend = LlamaCppBackend(model_backend_config(model=model))
-            completion = backend.generate(VERIFY_MESSAGES, GenerationParams(temperature=0.0, max_tokens=16, seed=0))
-            if not completion.text.strip():
-                reason = "llama.cpp loaded it but it generated nothing"
-        except (BackendError, TrainingError, ValueError, OSError, RuntimeError) as exc:
-            reason = f"llama.cpp could not load or run it: {exc}"
-        finally:
-            if backend is not None:
-                backend.close()
+    The check runs in a child process (generation/training/verify.py): llama.cpp
+    may crash on a bad file instead of raising, and must not take the worker with it.
+    """
+    import subprocess
+    import sys
+
+    reason = ""
+    try:
+        config = model_backend_config(model=model)
+    except TrainingError as exc:
+        config, reason = None, str(exc)
+    if config is not None and not config.model_path:
+        reason = "a remote model is checked by its endpoint, not by llama.cpp"
+    elif config is not None:
+        missing = [p for p in (config.model_path, config.lora_path) if p and not Path(p).is_file()]
+        if missing:
+            reason = f"the model file {missing[0]} does not exist"
+        else:
+            argv = [sys.executable, "-m", "generation.training.verify", config.model_path]
+            argv += [config.lora_path] if config.lora_path else []
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=VERIFY_TIMEOUT_SECONDS,
+                                      cwd=settings.BASE_DIR)
+            except subprocess.TimeoutExpired:
+                reason = f"llama.cpp did not load and generate within {VERIFY_TIMEOUT_SECONDS} s"
+            else:
+                if done.returncode != 0:
+                    tail = " ".join((done.stderr or "").strip().splitlines()[-2:])[-300:]
+                    how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+                    reason = f"llama.cpp could not load or run it ({how}): {tail or 'no message'}"
+                else:
+                    try:
+                        text = json.loads(done.stdout.strip().splitlines()[-1])["text"]
+                    except (ValueError, IndexError, KeyError):
+                        text = ""
+                    if not text.strip():
+                        reason = "llama.cpp loaded it but it generated nothing"
     if reason:
         ModelRecord.objects.filter(pk=model.pk).update(status=ModelRecord.Status.FAILED, failure_reason=reason)
         return False

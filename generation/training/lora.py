@@ -63,9 +63,14 @@ class TrainConfig:
                 values[name] = tuple(value)
                 continue
             kind = float if known[name].type in ("float", float) else int
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or (isinstance(value, float) and not math.isfinite(value))
+                    or (kind is int and value != int(value))):
                 raise ValueError(f"training parameter {name} must be a number ({kind.__name__}), not {value!r}")
-            values[name] = kind(value)
+            try:
+                values[name] = kind(value)
+            except OverflowError:
+                raise ValueError(f"training parameter {name} is out of range: {str(value)[:30]}") from None
         config = cls(**values)
         limits = {
             "lora_r": (1, 256), "lora_alpha": (1, 1024), "batch_size": (1, 256), "max_tokens": (16, 8192),
@@ -74,7 +79,8 @@ class TrainConfig:
         }
         for name, (low, high) in limits.items():
             if not low <= getattr(config, name) <= high:
-                raise ValueError(f"training parameter {name} must be between {low} and {high}, not {getattr(config, name)}")
+                raise ValueError(f"training parameter {name} must be between {low} and {high}, "
+                                 f"not {str(getattr(config, name))[:30]}")
         if not 0 <= config.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), not {config.lora_dropout}")
         if not 0 < config.learning_rate < 1:
