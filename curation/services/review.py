@@ -374,8 +374,8 @@ def sample_decide(*, sample: Sample, reviewer, decision: str, reason: str = "", 
                 RETURNING id
             )
             INSERT INTO curation_review (sample_id, reviewer_id, decision, reason, edited_answer, bulk, overlap,
-                                         created_at)
-            SELECT id, %s, %s, %s, %s, %s, false, %s FROM decided
+                                         system, created_at)
+            SELECT id, %s, %s, %s, %s, %s, false, false, %s FROM decided
             RETURNING id""", params)
         row = cursor.fetchone()
     if row is None:
