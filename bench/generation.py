@@ -41,10 +41,9 @@ def main() -> int:
     from django.db import connection
 
     from curation.models import Sample
-    from curation.models import Lineage
     from curation.services.lineages import lineage_create, passages_add
     from generation.backends import GenerationParams, get_backend
-    from generation.models import GenerationJob
+    from generation.models import GenerationJob, GeneratorSettings
     from generation.services import jobs as job_services
     from generation.services import lineage_backend_config, lineage_prompts
     from ouroboros.celery import app
@@ -54,12 +53,12 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     lineage = lineage_create(name=f"bench generation {stamp}", slug=f"bench-generation-{stamp}")
     passages_add(lineage=lineage, passages=demo_passages())
-    Lineage.objects.filter(pk=lineage.pk).update(backend=args.backend, student_answers=args.answers)
+    GeneratorSettings.objects.filter(lineage=lineage).update(backend=args.backend, student_answers=args.answers)
     lineage.refresh_from_db()
     seed = 20261126
 
     # 1. Baseline: the same items, straight to the backend.
-    backend = get_backend(lineage.backend, lineage_backend_config(lineage=lineage))
+    backend = get_backend(lineage.generator.backend, lineage_backend_config(lineage=lineage))
     prompts = lineage_prompts(lineage=lineage)
     probe = GenerationJob(lineage=lineage, generation=lineage.generations.get(number=1), requested=args.items,
                           seed=seed)

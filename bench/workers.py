@@ -141,16 +141,16 @@ def bench_flagging(args, logs: Path, env: dict[str, str]) -> dict:
 
 
 def generation_round(processes: int, args, logs: Path, env: dict[str, str]) -> dict:
-    from curation.models import Lineage, Sample
+    from curation.models import Sample
     from curation.services.lineages import lineage_create, passages_add
-    from generation.models import GenerationJob
+    from generation.models import GenerationJob, GeneratorSettings
     from generation.services import jobs as job_services
     from tests.factories import demo_passages
 
     stamp = f"{time.strftime('%Y%m%d%H%M%S')}-{processes}"
     lineage = lineage_create(name=f"bench workers generation {stamp}", slug=f"bench-workers-generation-{stamp}")
     passages_add(lineage=lineage, passages=demo_passages())
-    Lineage.objects.filter(pk=lineage.pk).update(backend="llama_cpp", student_answers=args.answers)
+    GeneratorSettings.objects.filter(lineage=lineage).update(backend="llama_cpp", student_answers=args.answers)
     lineage.refresh_from_db()
     workers = start_workers(processes, "generation", logs, env)
     try:

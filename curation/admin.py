@@ -16,7 +16,6 @@ from curation.models import (
     TrainingSetExport,
 )
 from curation.services.reflag import ReflagError, flag_run_create
-from generation.services import JobError, job_create
 
 
 class LineagePolicyInline(admin.StackedInline):
@@ -27,10 +26,11 @@ class LineagePolicyInline(admin.StackedInline):
 
 @admin.register(Lineage)
 class LineageAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "backend", "student_answers", "duplicate_threshold", "hallucination_threshold")
+    list_display = ("name", "slug", "duplicate_threshold", "hallucination_threshold")
     prepopulated_fields = {"slug": ("name",)}
+    # generation/admin.py adds its generator-settings inline and its "start a job" action.
     inlines = [LineagePolicyInline]
-    actions = ["start_job", "reflag"]
+    actions = ["reflag"]
 
     @admin.action(description="Re-flag every sample of the selected lineages (a chunked job)")
     def reflag(self, request, queryset):
@@ -42,16 +42,6 @@ class LineageAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{lineage}: re-flag run {run.pk} queued ({run.total} samples).",
                                   messages.SUCCESS)
-
-    @admin.action(description="Start a generation job (5 samples) for the selected lineages")
-    def start_job(self, request, queryset):
-        for lineage in queryset:
-            try:
-                job = job_create(lineage=lineage, requested=5, created_by=request.user)
-            except JobError as exc:
-                self.message_user(request, f"{lineage}: {exc}", messages.ERROR)
-            else:
-                self.message_user(request, f"{lineage}: job {job.pk} queued.", messages.SUCCESS)
 
 
 @admin.register(Generation)
@@ -76,19 +66,44 @@ class FlagInline(admin.TabularInline):
     can_delete = False
 
 
+class ReviewInline(admin.TabularInline):
+    """The sample's decisions, read-only: the log is append-only (see ReviewAdmin)."""
+
+    model = Review
+    fk_name = "sample"
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("created_at", "reviewer", "decision", "reason", "overlap", "bulk", "undoes")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Sample)
 class SampleAdmin(admin.ModelAdmin):
     list_display = ("id", "lineage", "generation", "status", "short_question", "novelty", "created_at")
     list_filter = ("lineage", "status", "generation__number")
     search_fields = ("question", "answer")
     exclude = ("embedding", "minhash", "minhash_bands")
-    readonly_fields = ("job", "item_index", "passage", "dialogue", "provenance", "flagged_at", "decided_at",
+    # What reviews decide (status, answer, the edit's original) and who holds the card are
+    # written only by the review services, which log each change; here they are shown.
+    readonly_fields = ("status", "answer", "original_answer", "leased_to", "lease_expires_at", "double_review",
+                       "job", "item_index", "passage", "dialogue", "provenance", "flagged_at", "decided_at",
                        "novelty", "duplicate_score", "hallucination_score", "neighbours", "cluster", "detector_version")
-    inlines = [FlagInline]
+    inlines = [FlagInline, ReviewInline]
 
     @admin.display(description="question")
     def short_question(self, obj):
         return obj.question[:80]
+
+    def has_delete_permission(self, request, obj=None):
+        # A reviewed sample is part of the decision log (the database refuses too: Review.sample is PROTECT).
+        if obj is not None and obj.reviews.exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
 
 @admin.register(Flag)
@@ -113,11 +128,19 @@ class DuplicateClusterAdmin(admin.ModelAdmin):
 
 @admin.register(Review)
 class ReviewAdmin(admin.ModelAdmin):
-    list_display = ("sample", "reviewer", "decision", "reason", "created_at")
-    list_filter = ("decision",)
+    """The decision log, to read. Nobody adds, changes or deletes a decision here,
+    superusers included: decisions come from the review services (an undo is a new row)."""
+
+    list_display = ("sample", "reviewer", "decision", "reason", "overlap", "bulk", "created_at")
+    list_filter = ("decision", "overlap", "bulk")
+    readonly_fields = ("sample", "reviewer", "decision", "reason", "edited_answer", "undoes", "bulk", "overlap",
+                       "created_at")
+
+    def has_add_permission(self, request):
+        return False
 
     def has_change_permission(self, request, obj=None):
-        return False  # the decision log is append-only
+        return False
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -33,21 +33,15 @@ class WorkStatus(models.TextChoices):
 
 
 class Lineage(models.Model):
-    """One recursive line of training data, with its settings and policy."""
+    """One recursive line of training data, with its settings and policy.
+
+    Its generator settings (backend, sampling, loop mode) are generation's:
+    `lineage.generator`, a generation.GeneratorSettings row.
+    """
 
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=200, unique=True)
     description = models.TextField(blank=True)
-    # Generator settings (see generation/): which backend, how many student answers.
-    backend = models.CharField(max_length=50, blank=True, help_text="Registry name; empty uses the default.")
-    backend_model = models.CharField(max_length=200, blank=True, help_text="Model name for HTTP backends.")
-    backend_base_url = models.URLField(
-        blank=True, help_text="OpenAI-compatible base URL, e.g. http://vllm:8000/v1; empty uses the setting."
-    )
-    backend_api_key_env = models.CharField(
-        max_length=100, blank=True, help_text="NAME of the environment variable that holds the API key (never the key)."
-    )
-    critique = models.BooleanField(default=False, help_text="Add a tutor critique turn after the student's answer.")
     # Review settings.
     reject_reasons = models.JSONField(
         default=default_reject_reasons, blank=True,
@@ -57,8 +51,6 @@ class Lineage(models.Model):
     overlap_fraction = models.FloatField(
         default=0.0, help_text="Share of new samples (0–1) that a second reviewer also decides, blind, for agreement."
     )
-    student_answers = models.PositiveSmallIntegerField(default=3, help_text="k answers per question.")
-    temperature = models.FloatField(default=0.7)
     # Flag thresholds, set per lineage (`manage.py calibrate_flags` fits them).
     duplicate_threshold = models.FloatField(
         default=settings.OUROBOROS["DUPLICATE_THRESHOLD"],
@@ -206,6 +198,11 @@ class PassageImport(models.Model):
     ignored_columns = models.JSONField(default=list, blank=True)
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
+    # releases the claims of a dead predecessor on its host (that pid no longer alive).
+    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
+    claimed_host = models.CharField(max_length=255, blank=True)
+    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -264,7 +261,16 @@ class Sample(models.Model):
     # Position of this sample within its job: (job, item_index) is the idempotency
     # key that makes a re-run chunk write nothing twice.
     item_index = models.PositiveIntegerField(null=True, blank=True)
-    passage = models.ForeignKey(SourcePassage, on_delete=models.PROTECT, related_name="samples")
+    passage = models.ForeignKey(
+        SourcePassage, on_delete=models.PROTECT, related_name="samples",
+        help_text="The real passage at the root of the sample's ancestry (its own, or its parent's root).",
+    )
+    # Seeding: the accepted sample whose question and answer were the tutor's material.
+    # Following parents ends at a sample asked about `passage` itself.
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+        help_text="The accepted sample this one was seeded from; empty when asked about a real passage.",
+    )
     question = models.TextField()
     answer = models.TextField()
     alt_answers = models.JSONField(default=list, blank=True, help_text="The student's other answers.")
@@ -404,7 +410,8 @@ class Review(models.Model):
         EDIT = "edit", "Edit and accept"
         UNDO = "undo", "Undo"
 
-    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="reviews")
+    # PROTECT: a reviewed sample cannot be deleted, so the log is never rewritten by a cascade.
+    sample = models.ForeignKey(Sample, on_delete=models.PROTECT, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
     decision = models.CharField(max_length=10, choices=Decision.choices)
     reason = models.CharField(max_length=500, blank=True)
@@ -421,7 +428,11 @@ class Review(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["reviewer", "-created_at"], name="review_by_reviewer_idx")]
+        indexes = [
+            models.Index(fields=["reviewer", "-created_at"], name="review_by_reviewer_idx"),
+            # Second reviews are few: reviewer agreement reads them through this small index.
+            models.Index(fields=["sample"], condition=Q(overlap=True), name="review_overlap_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.decision} sample {self.sample_id}"
@@ -557,6 +568,11 @@ class TrainingSetExport(models.Model):
     error = models.TextField(blank=True)
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
+    # releases the claims of a dead predecessor on its host (that pid no longer alive).
+    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
+    claimed_host = models.CharField(max_length=255, blank=True)
+    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -119,17 +119,6 @@ def recent_gate_pauses(*, limit: int = 10) -> QuerySet[GatePause]:
     ).order_by("-resumed_at")[:limit]
 
 
-def dashboard_jobs(*, limit: int = 10):
-    """Running jobs first, then the latest ended ones."""
-    from generation.models import GenerationJob
-
-    active = list(GenerationJob.objects.filter(status__in=GenerationJob.ACTIVE)
-                  .select_related("lineage", "generation").order_by("-created_at")[:limit])
-    ended = list(GenerationJob.objects.exclude(status__in=GenerationJob.ACTIVE)
-                 .select_related("lineage", "generation").order_by("-created_at")[: max(0, limit - len(active))])
-    return active + ended
-
-
 def dashboard_exports() -> QuerySet[TrainingSetExport]:
     """Exports being written (or failed): what the curator is waiting for."""
     return TrainingSetExport.objects.exclude(status=TrainingSetExport.Status.DONE).select_related(

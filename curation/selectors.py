@@ -1,12 +1,15 @@
 """Reads of the curation app."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db import connection
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from curation.models import DuplicateCluster, Flag, Generation, Lineage, Review, Sample
+from curation.models import DuplicateCluster, Flag, Generation, Lineage, Review, Sample, SourcePassage
 
 
 def lineage_list() -> QuerySet[Lineage]:
@@ -15,6 +18,14 @@ def lineage_list() -> QuerySet[Lineage]:
 
 def lineage_open_generation(*, lineage: Lineage) -> Generation | None:
     return Generation.objects.filter(lineage=lineage, status=Generation.Status.OPEN).first()
+
+
+def lineage_open_generation_number(*, lineage: Lineage) -> int | None:
+    """The open generation's number, read once per lineage object (a decision's read carries it)."""
+    if not hasattr(lineage, "_open_generation_number"):
+        lineage._open_generation_number = (Generation.objects.filter(lineage=lineage, status=Generation.Status.OPEN)
+                                           .values_list("number", flat=True).first())
+    return lineage._open_generation_number
 
 
 # Counting a queue of 10^5 pending samples on every card would cost more than
@@ -33,21 +44,75 @@ class QueueStats:
         return f"{REMAINING_COUNT_CAP}+" if self.remaining > REMAINING_COUNT_CAP else str(self.remaining)
 
 
+def _compiled(queryset: QuerySet) -> tuple[str, list]:
+    sql, params = queryset.query.sql_with_params()
+    return sql, list(params)
+
+
+def _start_of_day():
+    return timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def review_stats_sql(*, reviewer_id: int, lineage_id: int, samples: QuerySet[Sample], day_start) -> tuple[str, list]:
+    """Three scalar subqueries (remaining, waiting for flags, decided since
+    `day_start`) as SQL select-list items, for a statement that reads the card
+    in the same round trip."""
+    remaining, params = _compiled(samples.order_by().values("id")[: REMAINING_COUNT_CAP + 1])
+    unflagged, more = _compiled(
+        Sample.objects.filter(lineage_id=lineage_id, status=Sample.Status.PENDING, flagged_at__isnull=True,
+                              generation__status=Generation.Status.OPEN)
+        .order_by().values("id")[: REMAINING_COUNT_CAP + 1])
+    params += more
+    today, more = _compiled(
+        Review.objects.filter(reviewer_id=reviewer_id, sample__lineage_id=lineage_id, created_at__gte=day_start)
+        .exclude(decision=Review.Decision.UNDO).filter(undone_by__isnull=True).order_by().values("id"))
+    params += more
+    return (f"(SELECT count(*) FROM ({remaining}) AS remaining) AS stats_remaining, "
+            f"(SELECT count(*) FROM ({unflagged}) AS unflagged) AS stats_unflagged, "
+            f"(SELECT count(*) FROM ({today}) AS today) AS stats_today"), params
+
+
+def cluster_members_sql(alias: str) -> str:
+    """A select-list item: the (id, status) pairs of the cluster of the sample
+    row `alias`, as JSON text; a sample in a second review (decided already)
+    leaves itself out, so its status cannot give the first decision away."""
+    return (f"(SELECT json_agg(json_build_array(m.id, m.status) ORDER BY m.id)::text FROM curation_sample AS m "
+            f"WHERE m.cluster_id = {alias}.cluster_id AND ({alias}.status = 'pending' OR m.id <> {alias}.id)) "
+            "AS cluster_members")
+
+
+def review_card_extras(*, reviewer, lineage: Lineage, samples: QuerySet[Sample], sample: Sample | None = None
+                       ) -> tuple[QueueStats, ClusterSummary | None]:
+    """The queue's counts, and the card's near-duplicate cluster, in one statement.
+
+    Counts stop at REMAINING_COUNT_CAP + 1. A card of a decided sample is a
+    blind second review: the cluster's counts leave the sample itself out.
+    """
+    stats_sql, params = review_stats_sql(reviewer_id=reviewer.pk, lineage_id=lineage.pk, samples=samples,
+                                         day_start=_start_of_day())
+    cluster_sql = "NULL"
+    if sample is not None and sample.cluster_id is not None:
+        cluster_sql = cluster_members_sql("c")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {stats_sql}, {cluster_sql} FROM (SELECT %s::bigint AS id, %s::bigint AS cluster_id, "
+                       "%s::text AS status) AS c",
+                       [*params, sample.pk if sample else None, sample.cluster_id if sample else None,
+                        sample.status if sample else None])
+        row = cursor.fetchone()
+    return card_extras_from_row(sample, row)
+
+
+def card_extras_from_row(sample: Sample | None, row) -> tuple[QueueStats, ClusterSummary | None]:
+    """(remaining, unflagged, today, cluster members JSON) as the card shows them."""
+    n_remaining, n_unflagged, n_today, members = row
+    stats = QueueStats(remaining=n_remaining, waiting_for_flags=n_unflagged, decided_today=n_today)
+    blind = sample is not None and sample.status != Sample.Status.PENDING
+    return stats, _cluster_summary(sample, json.loads(members) if members else [], blind=blind)
+
+
 def review_queue_stats(*, reviewer, lineage: Lineage, samples: QuerySet[Sample]) -> QueueStats:
     """How much is left in the reviewer's view of the queue, and what they decided today."""
-    start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    unflagged = Sample.objects.filter(
-        lineage=lineage, status=Sample.Status.PENDING, flagged_at__isnull=True,
-        generation__status=Generation.Status.OPEN,
-    ).order_by()[: REMAINING_COUNT_CAP + 1].count()
-    decided_today = (
-        Review.objects.filter(reviewer=reviewer, sample__lineage=lineage, created_at__gte=start_of_day)
-        .exclude(decision=Review.Decision.UNDO)
-        .filter(undone_by__isnull=True)
-        .count()
-    )
-    return QueueStats(remaining=samples.order_by()[: REMAINING_COUNT_CAP + 1].count(), waiting_for_flags=unflagged,
-                      decided_today=decided_today)
+    return review_card_extras(reviewer=reviewer, lineage=lineage, samples=samples)[0]
 
 
 def sample_for_card(*, pk: int) -> Sample:
@@ -55,8 +120,36 @@ def sample_for_card(*, pk: int) -> Sample:
     return (
         Sample.objects.select_related("passage", "generation", "job", "lineage", "leased_to")
         .prefetch_related(Prefetch("flags", queryset=Flag.objects.order_by("kind")))
+        .defer("embedding", "minhash", "minhash_bands", "passage__embedding")
         .get(pk=pk)
     )
+
+
+def sample_for_decision(*, pk: int) -> Sample:
+    """A sample about to be decided, with its lineage and the lineage's open
+    generation, in one query: no text, no vectors (the decision writes them).
+
+    Raw SQL because the ORM's select_related + only + annotate costs more to
+    build than the query takes to run, and this is on every decision.
+    """
+    rows = list(Lineage.objects.raw(
+        """SELECT l.*, s.id AS decision_sample_id, s.generation_id AS decision_generation_id,
+                  s.status AS decision_status, s.double_review AS decision_double_review,
+                  s.cluster_id AS decision_cluster_id, g.id AS open_generation_id, g.number AS open_generation_number
+           FROM curation_sample AS s
+           JOIN curation_lineage AS l ON l.id = s.lineage_id
+           LEFT JOIN curation_generation AS g ON g.lineage_id = l.id AND g.status = 'open'
+           WHERE s.id = %s""", [pk]))
+    if not rows:
+        raise Sample.DoesNotExist(f"no sample {pk}")
+    lineage = rows[0]
+    lineage._open_generation_id = lineage.open_generation_id
+    lineage._open_generation_number = lineage.open_generation_number
+    sample = Sample.from_db("default", ["id", "lineage_id", "generation_id", "status", "double_review", "cluster_id"],
+                            [lineage.decision_sample_id, lineage.pk, lineage.decision_generation_id,
+                             lineage.decision_status, lineage.decision_double_review, lineage.decision_cluster_id])
+    sample.lineage = lineage
+    return sample
 
 
 def lineage_overview(*, lineage: Lineage) -> dict:
@@ -80,33 +173,61 @@ def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:
     """Cohen's kappa per reviewer pair, over samples that had a second, blind review.
 
     Labels are accept/reject (an edit counts as accept); undone decisions are left out.
+    Each second review is paired with the sample's latest standing first decision.
+    The database counts the pairs: one row per (first reviewer, first decision,
+    second reviewer, second decision), so the page reads a few rows, not every
+    overlap review.
     """
     from curation import metrics
 
     standing = Review.objects.filter(undone_by__isnull=True).exclude(decision=Review.Decision.UNDO)
-    seconds = standing.filter(overlap=True).select_related("reviewer")
+    first = standing.filter(sample_id=OuterRef("sample_id"), overlap=False).order_by("-created_at", "-id")
+    seconds = standing.filter(overlap=True)
     if lineage is not None:
         seconds = seconds.filter(sample__lineage=lineage)
-    firsts = {
-        r.sample_id: r
-        for r in standing.filter(overlap=False, sample_id__in=[s.sample_id for s in seconds])
-        .select_related("reviewer").order_by("created_at", "id")
-    }
+    rows = (seconds.annotate(first_reviewer=Subquery(first.values("reviewer__username")[:1]),
+                             first_decision=Subquery(first.values("decision")[:1]))
+            .filter(first_reviewer__isnull=False)
+            .values("first_reviewer", "first_decision", "reviewer__username", "decision")
+            .annotate(n=Count("id")).order_by())
 
-    def label(review: Review) -> str:
-        return "reject" if review.decision == Review.Decision.REJECT else "accept"
+    def label(decision: str) -> str:
+        return "reject" if decision == Review.Decision.REJECT else "accept"
 
     by_pair: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for second in seconds:
-        first = firsts.get(second.sample_id)
-        if first is None:
-            continue
-        (a, la), (b, lb) = sorted([(first.reviewer.username, label(first)), (second.reviewer.username, label(second))])
-        by_pair.setdefault((a, b), []).append((la, lb))
+    for row in rows:
+        (a, la), (b, lb) = sorted([(row["first_reviewer"], label(row["first_decision"])),
+                                   (row["reviewer__username"], label(row["decision"]))])
+        by_pair.setdefault((a, b), []).extend([(la, lb)] * row["n"])
     return [
         {"pair": pair, "n": len(pairs), "agreement": sum(x == y for x, y in pairs) / len(pairs),
          "kappa": metrics.cohens_kappa(metrics.agreement_table(pairs, ["accept", "reject"]))}
         for pair, pairs in sorted(by_pair.items())
+    ]
+
+
+def lineage_list_overview() -> list[tuple[Lineage, dict]]:
+    """Every lineage with its open generation, passage count and the open
+    generation's counts by status, in two queries whatever the number of lineages."""
+    open_generation = Generation.objects.filter(lineage=OuterRef("pk"), status=Generation.Status.OPEN)
+    passages = (SourcePassage.objects.filter(lineage=OuterRef("pk")).order_by().values("lineage")
+                .annotate(n=Count("id")).values("n"))
+    lineages = list(lineage_list().annotate(
+        open_generation_id=Subquery(open_generation.values("id")[:1]),
+        open_generation_number=Subquery(open_generation.values("number")[:1]),
+        passage_count=Coalesce(Subquery(passages), 0)))
+    counts: dict[int, dict[str, int]] = {}
+    open_ids = [lineage.open_generation_id for lineage in lineages if lineage.open_generation_id]
+    for row in (Sample.objects.filter(generation_id__in=open_ids).values("generation_id", "status")
+                .annotate(n=Count("id")).order_by()):
+        counts.setdefault(row["generation_id"], {})[row["status"]] = row["n"]
+    return [
+        (lineage, {
+            "generation": {"number": lineage.open_generation_number} if lineage.open_generation_id else None,
+            "passages": lineage.passage_count,
+            "counts": {"pending": 0, "accepted": 0, "rejected": 0, **counts.get(lineage.open_generation_id, {})},
+        })
+        for lineage in lineages
     ]
 
 
@@ -138,16 +259,27 @@ class ClusterSummary:
     member_ids: list[int]
 
 
-def sample_cluster(*, sample: Sample) -> ClusterSummary | None:
-    """What the review card says about the sample's cluster (None when it is in none of size ≥ 2)."""
+def sample_cluster(*, sample: Sample, blind: bool = False) -> ClusterSummary | None:
+    """What the review card says about the sample's cluster (None when it is in none of size ≥ 2).
+
+    `blind`: the counts and ids leave the sample itself out (a second review must not see its status).
+    """
     if sample.cluster_id is None:
         return None
-    members = list(Sample.objects.filter(cluster_id=sample.cluster_id).order_by("id").values("id", "status"))
-    if len(members) < 2:
+    members = Sample.objects.filter(cluster_id=sample.cluster_id).order_by("id")
+    if blind:
+        members = members.exclude(pk=sample.pk)
+    return _cluster_summary(sample, list(members.values_list("id", "status")), blind=blind)
+
+
+def _cluster_summary(sample: Sample | None, members: list, *, blind: bool) -> ClusterSummary | None:
+    """`members`: (id, status) of the cluster's members (without the sample itself when blind)."""
+    size = len(members) + (1 if blind else 0)
+    if sample is None or sample.cluster_id is None or size < 2:
         return None
-    count = {status: sum(1 for m in members if m["status"] == status) for status in Sample.Status.values}
-    return ClusterSummary(sample.cluster_id, len(members), count["pending"], count["accepted"], count["rejected"],
-                          [m["id"] for m in members])
+    count = {status: sum(1 for _, s in members if s == status) for status in Sample.Status.values}
+    return ClusterSummary(sample.cluster_id, size, count["pending"], count["accepted"], count["rejected"],
+                          [m[0] for m in members])
 
 
 # ----------------------------------------------------------------------------- calibration and re-flag runs

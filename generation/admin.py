@@ -1,10 +1,21 @@
 from django import forms
 from django.contrib import admin, messages
 
+from curation.admin import LineageAdmin
+from generation.backends import backend_refusal
 from generation.errors import JobError
-from generation.models import GenerationFailure, GenerationJob, LineageSchedule, PromptTemplate, ScheduleRun
+from generation.models import (
+    GenerationFailure,
+    GenerationJob,
+    GenerationModels,
+    GeneratorSettings,
+    LineageSchedule,
+    PromptTemplate,
+    ScheduleRun,
+)
 from generation.services import (
     job_cancel,
+    job_create,
     job_resume,
     prompt_template_save,
     schedule_delete,
@@ -12,6 +23,41 @@ from generation.services import (
     schedule_resume,
     schedule_sync,
 )
+
+
+class GeneratorSettingsForm(forms.ModelForm):
+    class Meta:
+        model = GeneratorSettings
+        fields = "__all__"
+
+    def clean_backend(self):
+        name = self.cleaned_data.get("backend", "")
+        if name and (refusal := backend_refusal(name)):
+            raise forms.ValidationError(refusal)  # the same rule as the API and the worker
+        return name
+
+
+class GeneratorSettingsInline(admin.StackedInline):
+    model = GeneratorSettings
+    form = GeneratorSettingsForm
+    can_delete = False
+    verbose_name_plural = "generator settings"
+
+
+@admin.action(description="Start a generation job (5 samples) for the selected lineages")
+def start_job(modeladmin, request, queryset):
+    for lineage in queryset:
+        try:
+            job = job_create(lineage=lineage, requested=5, created_by=request.user)
+        except JobError as exc:
+            modeladmin.message_user(request, f"{lineage}: {exc}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{lineage}: job {job.pk} queued.", messages.SUCCESS)
+
+
+# curation's lineage admin gets generation's settings and action from here: curation never imports generation.
+LineageAdmin.inlines = [*LineageAdmin.inlines, GeneratorSettingsInline]
+LineageAdmin.actions = [start_job, *LineageAdmin.actions]
 
 
 class FailureInline(admin.TabularInline):
@@ -26,6 +72,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     list_display = ("id", "lineage", "generation", "status", "done_count", "failed_count", "requested", "created_at")
     list_filter = ("status", "lineage")
     readonly_fields = ("generation", "status", "done_count", "failed_count", "claim_token", "claimed_until",
+                       "claimed_by", "claimed_host", "claimed_pid",
                        "last_error", "created_by", "started_at", "finished_at", "seed")
     inlines = [FailureInline]
     actions = ["cancel", "resume"]
@@ -132,3 +179,12 @@ class LineageScheduleAdmin(admin.ModelAdmin):
     def resume(self, request, queryset):
         for schedule in queryset:
             schedule_resume(schedule=schedule)
+
+
+@admin.register(GenerationModels)
+class GenerationModelsAdmin(admin.ModelAdmin):
+    list_display = ("generation", "tutor", "student", "recorded_at")
+
+    def has_change_permission(self, request, obj=None):
+        return False  # recorded by the first job of the generation
+

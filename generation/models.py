@@ -28,6 +28,11 @@ class GenerationJob(models.Model):
     # The claim: whoever set claim_token holds the job until claimed_until.
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
+    # releases the claims of a dead predecessor on its host (that pid no longer alive).
+    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
+    claimed_host = models.CharField(max_length=255, blank=True)
+    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -179,3 +184,210 @@ class ScheduleRun(models.Model):
         return f"{self.schedule} at {self.created_at:%Y-%m-%d %H:%M}: " + (
             f"job {self.job_id}" if self.job_id else f"skipped ({self.skipped_reason})"
         )
+
+
+# ---------------------------------------------------------------------------
+# The loop: a lineage's generator settings, the models that generate each
+# generation (base, trained, remote) and the runs of the built-in trainer.
+# They live here, not on curation's models: generation depends on curation,
+# never the reverse (DESIGN.md).
+
+
+class LoopMode(models.TextChoices):
+    """What generation N+1's student is."""
+
+    FIXED = "fixed", "Fixed: the configured backend and model"
+    TRAIN = "train", "Train: the built-in trainer fine-tunes the student on training set N"
+    EXTERNAL = "external", "External: a model registered through the API"
+
+
+class GeneratorSettings(models.Model):
+    """How a lineage generates: backend, sampling, seeding from accepted samples, loop mode."""
+
+    lineage = models.OneToOneField("curation.Lineage", on_delete=models.CASCADE, related_name="generator")
+    backend = models.CharField(max_length=50, blank=True, help_text="Registry name; empty uses the default.")
+    backend_model = models.CharField(max_length=200, blank=True, help_text="Model name for HTTP backends.")
+    backend_base_url = models.URLField(
+        blank=True, help_text="OpenAI-compatible base URL, e.g. http://vllm:8000/v1; empty uses the setting."
+    )
+    backend_api_key_env = models.CharField(
+        max_length=100, blank=True, help_text="NAME of the environment variable that holds the API key (never the key)."
+    )
+    critique = models.BooleanField(default=False, help_text="Add a tutor critique turn after the student's answer.")
+    student_answers = models.PositiveSmallIntegerField(default=3, help_text="k answers per question.")
+    temperature = models.FloatField(default=0.7)
+    # Seeding (the data side of recursion, as in Self-Instruct).
+    synthetic_context_fraction = models.FloatField(
+        default=0.0,
+        help_text="Share of a job's items (0-1) whose tutor material is an accepted record of the latest "
+                  "published training set instead of a real passage.",
+    )
+    style_examples = models.PositiveSmallIntegerField(
+        default=0, help_text="Up to this many accepted questions of earlier generations shown to the tutor as examples."
+    )
+    # Training (the model side of recursion).
+    loop_mode = models.CharField(max_length=10, choices=LoopMode.choices, default=LoopMode.FIXED)
+    webhook_url = models.URLField(blank=True, help_text="Called when a training set is published (external trainers).")
+    webhook_secret_env = models.CharField(
+        max_length=100, blank=True, help_text="NAME of the environment variable holding the webhook's HMAC secret."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "generator settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(synthetic_context_fraction__gte=0) & models.Q(synthetic_context_fraction__lte=1),
+                name="generator_synthetic_fraction_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Generator of {self.lineage}"
+
+
+def generator_settings_for(lineage) -> GeneratorSettings:
+    """The lineage's generator settings, created with the defaults on first use."""
+    settings_row, _ = GeneratorSettings.objects.get_or_create(lineage=lineage)
+    return settings_row
+
+
+class ModelRecord(models.Model):
+    """One model that generates (or may generate) a lineage's samples: what it is and where it came from."""
+
+    class Kind(models.TextChoices):
+        BASE_GGUF = "base_gguf", "Base GGUF"
+        MERGED_GGUF = "merged_gguf", "Merged GGUF (base + trained LoRA)"
+        LORA_ADAPTER = "lora_adapter", "LoRA adapter (GGUF) on a base"
+        REMOTE = "remote", "Remote endpoint"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending: not yet loaded and tried"
+        READY = "ready", "Ready: loaded and generated once"
+        FAILED = "failed", "Failed"
+
+    lineage = models.ForeignKey(
+        "curation.Lineage", on_delete=models.CASCADE, null=True, blank=True, related_name="models",
+        help_text="Empty for a model every lineage shares (the embedded base).",
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="children")
+    training_set = models.ForeignKey(
+        "curation.TrainingSet", on_delete=models.PROTECT, null=True, blank=True, related_name="models"
+    )
+    path = models.CharField(max_length=500, blank=True, help_text="Local file (GGUF), for local kinds.")
+    base_url = models.URLField(blank=True, help_text="OpenAI-compatible base URL, for remote models.")
+    remote_model = models.CharField(max_length=200, blank=True, help_text="The served model name, for remote models.")
+    sha256 = models.CharField(max_length=64, blank=True)
+    params = models.JSONField(default=dict, blank=True, help_text="Training parameters.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Training and evaluation metrics.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()}, {self.status})"
+
+    def provenance(self) -> dict:
+        """How a sample's provenance names this model."""
+        return {"id": self.pk, "name": self.name, "kind": self.kind, "sha256": self.sha256}
+
+
+def base_model_record() -> ModelRecord:
+    """The record of the embedded base GGUF that every lineage starts from."""
+    import hashlib
+
+    from generation.backends.llama_cpp import GGUF_NAME, LlamaCppBackend, smollm2_path
+
+    path = smollm2_path()
+    record = ModelRecord.objects.filter(kind=ModelRecord.Kind.BASE_GGUF, lineage=None, path=str(path)).first()
+    if record is not None:
+        return record
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    record, _ = ModelRecord.objects.get_or_create(
+        kind=ModelRecord.Kind.BASE_GGUF, lineage=None, path=str(path),
+        defaults={"name": LlamaCppBackend.model or GGUF_NAME, "sha256": digest.hexdigest(),
+                  "status": ModelRecord.Status.READY},
+    )
+    return record
+
+
+class GenerationModels(models.Model):
+    """The tutor and the student that generate one generation's samples."""
+
+    generation = models.OneToOneField("curation.Generation", on_delete=models.CASCADE, related_name="models")
+    tutor = models.ForeignKey(ModelRecord, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    student = models.ForeignKey(ModelRecord, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    recorded_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "generation models"
+
+    def __str__(self) -> str:
+        return f"Models of {self.generation}"
+
+
+class TrainingRun(models.Model):
+    """One run of the built-in trainer: a student fine-tuned on a published training set."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    lineage = models.ForeignKey("curation.Lineage", on_delete=models.CASCADE, related_name="training_runs")
+    training_set = models.ForeignKey("curation.TrainingSet", on_delete=models.PROTECT, related_name="training_runs")
+    base_model = models.ForeignKey(
+        ModelRecord, on_delete=models.PROTECT, related_name="training_runs", help_text="The student fine-tuned."
+    )
+    output_model = models.ForeignKey(
+        ModelRecord, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="What it made."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    seed = models.BigIntegerField(default=0)
+    params = models.JSONField(default=dict, blank=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    eta_seconds = models.PositiveIntegerField(null=True, blank=True)
+    checkpoint_path = models.CharField(max_length=500, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True, help_text="Worker name and pid holding the claim.")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Training run {self.pk} of {self.lineage_id} ({self.step}/{self.total_steps}, {self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def progress_percent(self) -> int:
+        return 100 if not self.total_steps else min(100, round(100 * self.step / self.total_steps))

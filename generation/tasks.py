@@ -4,7 +4,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import MaxRetriesExceededError
 
-from ouroboros.retry import retry_on_lost_database
+from ouroboros.retry import LOST_DATABASE_ERRORS, retry_on_lost_database
 
 from . import services
 from .backends import BackendError
@@ -42,3 +42,34 @@ def requeue_stale_jobs() -> list[int]:
 def run_schedule(schedule_id: int) -> str:
     run = services.schedule_run(schedule_id=schedule_id)
     return f"job {run.job_id}" if run.job_id else f"skipped: {run.skipped_reason}"
+
+
+@shared_task(
+    name="generation.train_student",
+    bind=True,
+    acks_late=True,
+    # One chunk is `checkpoint_every` steps (~5 s each on 2 CPU cores) plus, on a fresh worker, ~25 s of
+    # loading; the limits leave room for a slow machine and stay under the broker's visibility timeout.
+    soft_time_limit=2400,
+    time_limit=2700,
+    **retry_on_lost_database(),
+)
+def train_student(self, run_id: int) -> dict:
+    from .services.training import training_run_chunk, training_run_fail
+
+    try:
+        outcome = training_run_chunk(run_id=run_id)
+    except LOST_DATABASE_ERRORS:
+        raise  # retried by the policy above; the run resumes from its checkpoint
+    except Exception as exc:
+        # Anything else (out of memory, a full disk, a torch error) will not get better by itself.
+        training_run_fail(run_id=run_id, reason=f"training stopped: {type(exc).__name__}: {exc}")
+        raise
+    return {"claimed": outcome.claimed, "steps": outcome.steps, "finished": outcome.finished}
+
+
+@shared_task(name="generation.requeue_stale_training_runs", acks_late=True, expires=110)
+def requeue_stale_training_runs() -> list[int]:
+    from .services.training import training_runs_requeue_stale
+
+    return training_runs_requeue_stale()

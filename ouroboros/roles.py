@@ -16,19 +16,25 @@ REVIEWER = "reviewer"
 CURATOR = "curator"
 
 
-def _in_group(user, name: str) -> bool:
-    return user.groups.filter(name=name).exists()
+def _group_names(user) -> frozenset[str]:
+    """The user's group names, read once per user object: a request's user is
+    loaded fresh, so the view's check and the template's two cost one query."""
+    names = getattr(user, "_ouroboros_group_names", None)
+    if names is None:
+        names = frozenset(user.groups.values_list("name", flat=True))
+        user._ouroboros_group_names = names
+    return names
 
 
 def user_is_curator(user) -> bool:
-    return bool(user.is_authenticated and user.is_active and (user.is_superuser or _in_group(user, CURATOR)))
+    return bool(user.is_authenticated and user.is_active and (user.is_superuser or CURATOR in _group_names(user)))
 
 
 def user_is_reviewer(user) -> bool:
     return bool(
         user.is_authenticated
         and user.is_active
-        and (user.is_superuser or user.groups.filter(name__in=[REVIEWER, CURATOR]).exists())
+        and (user.is_superuser or bool(_group_names(user) & {REVIEWER, CURATOR}))
     )
 
 

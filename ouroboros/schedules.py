@@ -29,6 +29,12 @@ SCHEDULES = [
         "expire_seconds": 290,
     },
     {
+        "name": "Re-queue training runs whose worker died",
+        "task": "generation.requeue_stale_training_runs",
+        "crontab": {"minute": "*/2"},
+        "expire_seconds": 110,
+    },
+    {
         "name": "Re-queue passage imports whose worker died",
         "task": "curation.requeue_stale_imports",
         "crontab": {"minute": "*/5"},

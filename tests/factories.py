@@ -29,10 +29,16 @@ def make_user(username: str, role: str | None = None, **extra):
 
 
 def make_lineage(*, passages: int = 6, backend: str = "fake", **fields) -> Lineage:
+    """A lineage with demo passages; `fields` may name Lineage's fields and its generator settings' alike."""
+    from generation.models import GeneratorSettings
+
     n = next(_seq)
     lineage = lineage_create(name=f"Lineage {n}", slug=f"lineage-{n}")
     passages_add(lineage=lineage, passages=demo_passages(passages))
-    Lineage.objects.filter(pk=lineage.pk).update(backend=backend, **fields)
+    generator_names = {f.name for f in GeneratorSettings._meta.concrete_fields} - {"id", "lineage"}
+    generator = {name: fields.pop(name) for name in list(fields) if name in generator_names}
+    GeneratorSettings.objects.update_or_create(lineage=lineage, defaults={"backend": backend, **generator})
+    Lineage.objects.filter(pk=lineage.pk).update(**fields)
     lineage.refresh_from_db()
     return lineage
 

@@ -20,7 +20,7 @@ from curation.services.metrics import metrics_refresh_stale
 from curation.services.review import sample_accept, sample_reject
 from curation.services.training_sets import training_set_build
 from generation.backends import REGISTRY, Completion
-from generation.models import GenerationJob, LineageSchedule
+from generation.models import GenerationJob, GeneratorSettings, LineageSchedule
 from generation.services import job_create, schedule_run, schedule_sync
 from ouroboros.celery import app
 from tests.factories import make_lineage
@@ -111,8 +111,7 @@ def test_three_generations_and_a_collapse_that_trips_the_gate(
         assert metrics.accepted == SAMPLES_PER_GENERATION - 1 and metrics.reject_reasons == {"off-topic": 1}
 
     # Generation 3: the model has collapsed, and a tired reviewer accepts everything.
-    lineage.backend = "collapsed"
-    lineage.save(update_fields=["backend"])
+    GeneratorSettings.objects.filter(lineage=lineage).update(backend="collapsed")
     accepted_by_generation[3] = run_generation(lineage, curator, reviewer, 3, run_tasks, reject=0)
     assert LineageSchedule.objects.get(pk=schedule.pk).paused_at is None, "nothing judged it yet"
 

@@ -14,6 +14,7 @@ from curation.api.common import IdCursorPagination, get_lineage, get_object
 from curation.api.errors import Conflict, field_error
 from curation.api.permissions import IsCurator
 from curation.api.responses import BAD_REQUEST, CONFLICT, NOT_FOUND, errors
+from curation.extensions import settings_sections
 from curation.models import GatePause, Generation, GenerationMetrics, Lineage, SourcePassage
 from curation.services.lineages import CorpusError, SettingsError, lineage_create, lineage_settings_update, passages_add
 from curation.services.training_sets import TrainingSetError, policy_check, training_set_plan
@@ -22,7 +23,8 @@ SLUG = OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The lin
 
 
 def _lineages():
-    return Lineage.objects.select_related("policy").prefetch_related(
+    related = [section.related for section in settings_sections()]
+    return Lineage.objects.select_related("policy", *related).prefetch_related(
         Prefetch("generations", queryset=Generation.objects.only("id", "lineage_id", "number", "status")))
 
 

@@ -117,13 +117,22 @@ def _sample(pk: int) -> Sample:
     return reports.sample_trace(pk=pk)
 
 
+def _for_reviewer(sample: Sample, user) -> dict:
+    """The sample as this user may see it: blind while they may still give its second review."""
+    if s.sample_is_blind(sample, user):
+        return s.BlindSampleSerializer(sample).data
+    return s.SampleDetailSerializer(sample).data
+
+
 class SampleDetail(APIView):
     permission_classes = [IsReviewer]
 
     @extend_schema(summary="A sample with its flags, their evidence, and its reviews",
-                   responses={200: s.SampleDetailSerializer, **errors(NOT_FOUND)})
+                   description="For a reviewer who may still give a double-review sample its blind second "
+                               "review, the blind form: the answer as generated, no status, reviews or edit.",
+                   responses={200: s.SAMPLE_FOR_REVIEWER, **errors(NOT_FOUND)})
     def get(self, request, pk: int):
-        return Response(s.SampleDetailSerializer(_sample(pk)).data)
+        return Response(_for_reviewer(_sample(pk), request.user))
 
 
 class SampleDecide(APIView):
@@ -183,9 +192,10 @@ class QueueNext(APIView):
 
     @extend_schema(summary="Lease your next sample from the review queue",
                    description="As the review page does: your held card first, else the next free one in the "
-                               "chosen order, leased to you for the lineage's lease time. 204 when the queue is empty.",
+                               "chosen order, leased to you for the lineage's lease time. 204 when the queue is empty. "
+                               "A second review comes in the blind form (`second_review: true`).",
                    parameters=[SLUG], request=s.QueueNextSerializer,
-                   responses={200: s.SampleDetailSerializer,
+                   responses={200: s.SAMPLE_FOR_REVIEWER,
                               204: OpenApiResponse(description="Nothing left to review with these filters."),
                               **errors(BAD_REQUEST, NOT_FOUND)})
     def post(self, request, slug: str):
@@ -196,4 +206,4 @@ class QueueNext(APIView):
         sample = sample_lease_next(reviewer=request.user, lineage=lineage, filters=filters)
         if sample is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(s.SampleDetailSerializer(_sample(sample.pk)).data)
+        return Response(_for_reviewer(_sample(sample.pk), request.user))

@@ -24,9 +24,7 @@ from curation.models import (
 )
 from curation.services.lineages import MAX_PASSAGE_CHARS
 from curation.services.review import MAX_EDIT_CHARS, Order
-from generation.backends import REGISTRY
-from generation.models import GenerationJob
-from generation.services import MAX_JOB_SIZE
+from curation.extensions import settings_sections
 
 MAX_PASSAGES_PER_REQUEST = 1000
 MAX_SEED = 2**31 - 1
@@ -92,10 +90,16 @@ class LineageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Lineage
-        fields = ["id", "name", "slug", "description", "created_at", "open_generation", "backend", "backend_model",
-                  "backend_base_url", "backend_api_key_env", "critique", "student_answers", "temperature",
+        fields = ["id", "name", "slug", "description", "created_at", "open_generation",
                   "reject_reasons", "lease_seconds", "overlap_fraction", "duplicate_threshold",
                   "hallucination_threshold", "policy"]
+
+    def get_fields(self):
+        # Settings other apps keep per lineage (generation's backend, sampling, loop mode), flat beside curation's.
+        fields = super().get_fields()
+        for section in settings_sections():
+            fields.update(section.read_fields())
+        return fields
 
     @extend_schema_field(PolicySerializer)
     def get_policy(self, lineage: Lineage) -> dict:
@@ -145,15 +149,6 @@ class LineageUpdateSerializer(serializers.Serializer):
 
     name = CharField(required=False, max_length=200)
     description = CharField(required=False, allow_blank=True, max_length=10_000)
-    backend = ChoiceField(choices=["", *sorted(REGISTRY)], required=False,
-                                      help_text="A generator backend; empty uses the server's default.")
-    backend_model = CharField(required=False, allow_blank=True, max_length=200)
-    backend_base_url = URLField(required=False, allow_blank=True, max_length=200)
-    backend_api_key_env = RegexField(r"^[A-Za-z_][A-Za-z0-9_]*$|^$", required=False, allow_blank=True,
-                                                 max_length=100, help_text="The NAME of the variable, never the key.")
-    critique = BooleanField(required=False)
-    student_answers = IntegerField(required=False, min_value=1, max_value=10)
-    temperature = FloatField(required=False, min_value=0, max_value=2)
     reject_reasons = serializers.ListField(child=CharField(max_length=60), required=False,
                                            min_length=1, max_length=9)
     lease_seconds = IntegerField(required=False, min_value=10, max_value=86_400)
@@ -161,6 +156,12 @@ class LineageUpdateSerializer(serializers.Serializer):
     duplicate_threshold = _fraction()
     hallucination_threshold = _fraction()
     policy = PolicyUpdateSerializer(required=False)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for section in settings_sections():
+            fields.update(section.write_fields())
+        return fields
 
 
 # ---------------------------------------------------------------- generations and passages
@@ -212,30 +213,6 @@ class PassageBatchResultSerializer(serializers.Serializer):
     passages = serializers.IntegerField(help_text="The lineage's passages now.")
 
 
-# ---------------------------------------------------------------- jobs
-
-
-class JobSerializer(serializers.ModelSerializer):
-    lineage = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    generation = serializers.IntegerField(source="generation.number", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
-    progress_percent = serializers.IntegerField(read_only=True)
-    rate_per_minute = serializers.FloatField(read_only=True, allow_null=True)
-    eta_seconds = serializers.IntegerField(read_only=True, allow_null=True)
-
-    class Meta:
-        model = GenerationJob
-        fields = ["id", "lineage", "generation", "status", "requested", "done_count", "failed_count",
-                  "progress_percent", "rate_per_minute", "eta_seconds", "chunk_size", "seed", "last_error",
-                  "created_by", "created_at", "started_at", "finished_at"]
-
-
-class JobCreateSerializer(serializers.Serializer):
-    requested = IntegerField(min_value=1, max_value=MAX_JOB_SIZE, help_text="Samples the job must end with.")
-    seed = IntegerField(required=False, min_value=0, max_value=MAX_SEED,
-                                    help_text="Base seed; item i uses seed + i. Random when left out.")
-
-
 # ---------------------------------------------------------------- samples, flags, reviews
 
 
@@ -279,13 +256,21 @@ class ReviewSerializer(serializers.ModelSerializer):
                   "undone", "created_at"]
 
     def get_undone(self, review: Review) -> bool:
-        return hasattr(review, "undone_by")
+        # A sample's reviews come as one list: the undone ones are those another row of it undoes.
+        undone_ids = self.context.get("undone_ids")
+        if undone_ids is not None:
+            return review.pk in undone_ids
+        return Review.objects.filter(undoes=review).exists()
+
+
+def _undone_ids(sample: Sample) -> set[int]:
+    return {review.undoes_id for review in sample.reviews.all() if review.undoes_id}
 
 
 class SampleDetailSerializer(SampleSerializer):
     flags = FlagSerializer(many=True, read_only=True)
     passage = PassageRefSerializer(read_only=True)
-    reviews = ReviewSerializer(many=True, read_only=True)
+    reviews = serializers.SerializerMethodField()
     reject_reasons = serializers.ListField(source="lineage.reject_reasons", child=serializers.CharField(),
                                            read_only=True, help_text="The reasons a rejection may give.")
     leased_to = serializers.CharField(source="leased_to.username", read_only=True, allow_null=True, default=None)
@@ -294,6 +279,56 @@ class SampleDetailSerializer(SampleSerializer):
         fields = [*SampleSerializer.Meta.fields, "alt_answers", "dialogue", "provenance", "original_answer",
                   "passage", "neighbours", "cluster", "double_review", "leased_to", "lease_expires_at",
                   "reject_reasons", "reviews"]
+
+    @extend_schema_field(ReviewSerializer(many=True))
+    def get_reviews(self, sample: Sample) -> list[dict]:
+        return ReviewSerializer(sample.reviews.all(), many=True, context={"undone_ids": _undone_ids(sample)}).data
+
+
+def sample_is_blind(sample: Sample, user) -> bool:
+    """Whether `user` may still give this sample its blind second review, and so
+    must not see the first one: a double-review sample, decided, with no standing
+    second review yet, that `user` has not decided. Reads the sample's prefetched reviews."""
+    if not sample.double_review or sample.status == Sample.Status.PENDING:
+        return False
+    undone = _undone_ids(sample)
+    standing = [r for r in sample.reviews.all() if r.decision != Review.Decision.UNDO and r.pk not in undone]
+    return not any(r.overlap or r.reviewer_id == user.pk for r in standing)
+
+
+BLIND_HIDDEN = ("status", "decided_at")
+
+
+class BlindSampleSerializer(SampleSerializer):
+    """A sample for its blind second review: the answer as generated, and nothing
+    of the first decision (no status, decision time, reviews, edit or original answer)."""
+
+    flags = FlagSerializer(many=True, read_only=True)
+    passage = PassageRefSerializer(read_only=True)
+    answer = serializers.SerializerMethodField(help_text="The answer as generated (before any reviewer's edit).")
+    second_review = serializers.SerializerMethodField(
+        help_text="Always true: decide with `overlap: true`; the first decision is hidden until you have.")
+    reject_reasons = serializers.ListField(source="lineage.reject_reasons", child=serializers.CharField(),
+                                           read_only=True, help_text="The reasons a rejection may give.")
+    leased_to = serializers.CharField(source="leased_to.username", read_only=True, allow_null=True, default=None)
+
+    class Meta(SampleSerializer.Meta):
+        fields = [*(f for f in SampleSerializer.Meta.fields if f not in BLIND_HIDDEN), "alt_answers", "dialogue",
+                  "provenance", "passage", "neighbours", "cluster", "double_review", "leased_to",
+                  "lease_expires_at", "reject_reasons", "second_review"]
+
+    def get_answer(self, sample: Sample) -> str:
+        return sample.original_answer or sample.answer
+
+    def get_second_review(self, sample: Sample) -> bool:
+        return True
+
+
+# What sample detail and queue-next answer: the full sample, or its blind form for a second reviewer.
+SAMPLE_FOR_REVIEWER = PolymorphicProxySerializer(
+    component_name="SampleForReviewer", resource_type_field_name=None,
+    serializers=[SampleDetailSerializer, BlindSampleSerializer],
+)
 
 
 class DecisionSerializer(serializers.Serializer):

@@ -6,7 +6,7 @@ row in tests/api/test_roles.py, which fails for a route without one).
 """
 from django.urls import path, re_path
 
-from curation.api import auth, imports, jobs, lineages, samples, training_sets
+from curation.api import auth, imports, lineages, samples, training_sets
 from ouroboros.ratelimit import login_rate_limited
 
 urlpatterns = [
@@ -22,10 +22,7 @@ urlpatterns = [
     path("generations/<int:pk>/metrics/", lineages.GenerationMetricsDetail.as_view(), name="api-generation-metrics"),
     path("generations/<int:pk>/metrics/recompute/", lineages.GenerationMetricsRecompute.as_view(),
          name="api-generation-metrics-recompute"),
-    # Jobs (curators).
-    path("lineages/<slug:slug>/jobs/", jobs.JobList.as_view(), name="api-jobs"),
-    path("jobs/<int:pk>/", jobs.JobDetail.as_view(), name="api-job"),
-    path("jobs/<int:pk>/cancel/", jobs.JobCancel.as_view(), name="api-job-cancel"),
+    # Jobs, models and training runs are generation's (generation/api/urls.py, mounted ahead of these).
     # Samples and reviews (reviewers).
     path("lineages/<slug:slug>/samples/", samples.SampleList.as_view(), name="api-samples"),
     path("lineages/<slug:slug>/queue/next/", samples.QueueNext.as_view(), name="api-queue-next"),

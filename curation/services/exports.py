@@ -37,7 +37,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from curation.models import Sample, SourcePassage, TrainingSet, TrainingSetExport
-from curation.services.claims import claim, stale_ids
+from curation.services.claims import claim, claims_release_dead, stale_ids
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +404,14 @@ def export_retry(*, export: TrainingSetExport) -> bool:
     return bool(changed)
 
 
+def exports_release_dead() -> list[int]:
+    """Queue again, at once, every export whose claim a dead process on this host holds (a worker starting)."""
+    ids = claims_release_dead(TrainingSetExport)
+    with transaction.atomic():
+        exports_queue(export_ids=ids)
+    return ids
+
+
 def exports_requeue_stale(*, idle_seconds: int = 300) -> list[int]:
     """Queue again every unfinished export nobody works on: an expired claim, or queued and untouched."""
     ids = stale_ids(TrainingSetExport, idle_seconds=idle_seconds)
@@ -441,7 +449,16 @@ def training_set_publish_if_ready(*, training_set_id: int) -> bool:
             status=TrainingSet.Status.PUBLISHED, manifest=manifest, sha256=hashlib.sha256(data).hexdigest(),
             published_at=published_at,
         )
+        # Other apps act on a published set (generation: train the next student, call a trainer's webhook).
+        transaction.on_commit(lambda: _announce_published(training_set_id), robust=True)
     return True
+
+
+def _announce_published(training_set_id: int) -> None:
+    from curation.extensions import training_set_published
+
+    training_set = TrainingSet.objects.select_related("lineage", "generation").get(pk=training_set_id)
+    training_set_published.send(sender=TrainingSet, training_set=training_set)
 
 
 def training_set_verify(*, training_set: TrainingSet, rebuild: bool = False) -> list[str]:

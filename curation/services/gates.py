@@ -1,11 +1,13 @@
 """Gates: per-lineage thresholds on a generation's metrics that stop the loop before it collapses.
 
 Crossing a gate marks the generation "at risk" with the reasons, and pauses the
-lineage's schedules (generation.services.schedule_pause) until a curator resumes
-them; both the pause and the resume are recorded in a GatePause row. A
-generation pauses the schedules at most once: after a curator has resumed them,
-recomputing the same generation's metrics shows it still at risk but does not
-pause again; the next generation that crosses a gate does.
+lineage's schedules until a curator resumes them (through the `gate_crossed` and
+`gate_resumed` signals of curation.extensions: generation's receivers pause and
+resume its schedules, so curation never imports generation); both the pause and
+the resume are recorded in a GatePause row. A generation pauses the schedules
+at most once: after a curator has resumed them, recomputing the same
+generation's metrics shows it still at risk but does not pause again; the next
+generation that crosses a gate does.
 """
 from __future__ import annotations
 
@@ -80,11 +82,11 @@ def gates_check(*, metrics: GenerationMetrics) -> GatePause | None:
     1. Evaluate the lineage's gates against generation 0's metrics.
     2. Store "at risk" and the reasons on the metrics row.
     3. On a breach, the first time for this generation: pause every running
-       schedule of the lineage and record which, and why, in a GatePause.
+       schedule of the lineage (the `gate_crossed` receivers) and record which,
+       and why, in a GatePause.
     Returns the generation's GatePause, if it has one.
     """
-    from generation.models import LineageSchedule
-    from generation.services import schedule_pause
+    from curation.extensions import gate_crossed
 
     generation = metrics.generation
     lineage = generation.lineage
@@ -102,13 +104,11 @@ def gates_check(*, metrics: GenerationMetrics) -> GatePause | None:
             existing = GatePause.objects.filter(generation=generation).first()
             if existing is not None:
                 return existing
-            schedules = list(LineageSchedule.objects.select_for_update()
-                             .filter(lineage=lineage, enabled=True, paused_at__isnull=True))
             reason = f"gate: generation {generation.number} is at risk: " + "; ".join(reasons)
-            for schedule in schedules:
-                schedule_pause(schedule=schedule, reason=reason)
+            paused = [pk for _receiver, ids in gate_crossed.send(
+                sender=GatePause, lineage=lineage, generation=generation, reason=reason) for pk in (ids or [])]
             return GatePause.objects.create(
-                lineage=lineage, generation=generation, reasons=reasons, schedule_ids=[s.pk for s in schedules]
+                lineage=lineage, generation=generation, reasons=reasons, schedule_ids=paused
             )
     except IntegrityError:
         return GatePause.objects.get(generation=generation)
@@ -120,8 +120,7 @@ def gate_resume(*, pause: GatePause, resumed_by, note: str = "") -> int:
     Only the schedules this gate paused and that are still paused are resumed; a
     schedule someone paused for another reason stays as it is.
     """
-    from generation.models import LineageSchedule
-    from generation.services import schedule_resume
+    from curation.extensions import gate_resumed
 
     with transaction.atomic():
         changed = GatePause.objects.filter(pk=pause.pk, resumed_at__isnull=True).update(
@@ -129,11 +128,5 @@ def gate_resume(*, pause: GatePause, resumed_by, note: str = "") -> int:
         )
         if not changed:
             raise GateError(f"the gate on generation {pause.generation.number} was already resumed")
-        schedules = LineageSchedule.objects.filter(
-            pk__in=pause.schedule_ids, paused_at__isnull=False, paused_reason__startswith="gate: "
-        )
-        resumed = 0
-        for schedule in schedules:
-            schedule_resume(schedule=schedule)
-            resumed += 1
+        resumed = sum(count or 0 for _receiver, count in gate_resumed.send(sender=GatePause, pause=pause))
     return resumed

@@ -14,7 +14,6 @@ back, its claim goes stale, and `imports_requeue_stale` queues the import again.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from datetime import timedelta
 from pathlib import PurePath
@@ -26,7 +25,7 @@ from django.utils import timezone
 
 from curation.imports import ImportFileError, RowError, check_content, format_for, parse_file
 from curation.models import Lineage, PassageImport, SourcePassage
-from curation.services.claims import claim, stale_ids
+from curation.services.claims import claim, claims_release_dead, stale_ids
 from curation.services.lineages import CorpusError, passage_build, passages_insert
 
 log = logging.getLogger(__name__)
@@ -193,11 +192,12 @@ def _run_claimed(import_id: int, token: uuid.UUID) -> bool:
             seen.add(passage.content_hash)
             unique.append(passage)
     handled = len(errors) + len(prepared) - len(unique)  # skipped rows and repeats within the file
-    if not PassageImport.objects.filter(pk=import_id, claim_token=token).update(rows_total=total, rows_done=handled):
+    # The lease is renewed here (parsing may have taken a while) and then after each batch.
+    if not PassageImport.objects.filter(pk=import_id, claim_token=token).update(
+            rows_total=total, rows_done=handled, claimed_until=timezone.now() + _lease()):
         return False
 
     batch_size = _conf("IMPORT_BATCH_SIZE")
-    delay = _conf("IMPORT_TEST_BATCH_DELAY_MS") / 1000
     progress = _Progress(import_id, token)
     try:
         with transaction.atomic():
@@ -206,8 +206,6 @@ def _run_claimed(import_id: int, token: uuid.UUID) -> bool:
                 batch = unique[start : start + batch_size]
                 imported += passages_insert(lineage_id=job.lineage_id, rows=batch)
                 progress(handled + start + len(batch))
-                if delay:
-                    time.sleep(delay)  # the test hook: a window to kill the worker mid-transaction
             finished = PassageImport.objects.filter(pk=import_id, claim_token=token).update(
                 status=PassageImport.Status.DONE, imported=imported, duplicates=len(prepared) - imported,
                 skipped=_listed(errors), skipped_total=len(errors), errors=[], errors_total=0,
@@ -242,6 +240,14 @@ def import_fail(*, import_id: int, reason: str) -> None:
         status=PassageImport.Status.FAILED, errors=[{"line": None, "field": None, "error": reason[:2000]}],
         errors_total=1, data=b"", claim_token=None, claimed_until=None, finished_at=timezone.now(),
     )
+
+
+def imports_release_dead() -> list[int]:
+    """Queue again, at once, every import whose claim a dead process on this host holds (a worker starting)."""
+    ids = claims_release_dead(PassageImport)
+    with transaction.atomic():
+        imports_queue(import_ids=ids)
+    return ids
 
 
 def imports_requeue_stale(*, idle_seconds: int = 300) -> list[int]:

@@ -94,9 +94,10 @@ class SettingsError(ValueError):
 
 
 # What a curator may change on a lineage and on its policy (the admin's lineage form shows the same).
+# Settings other apps keep per lineage (generation's backend, sampling and loop mode) come in through
+# curation.extensions.settings_sections() and are accepted beside these.
 LINEAGE_SETTINGS = (
-    "name", "description", "backend", "backend_model", "backend_base_url", "backend_api_key_env", "critique",
-    "reject_reasons", "lease_seconds", "overlap_fraction", "student_answers", "temperature",
+    "name", "description", "reject_reasons", "lease_seconds", "overlap_fraction",
     "duplicate_threshold", "hallucination_threshold",
 )
 POLICY_SETTINGS = (
@@ -121,34 +122,39 @@ def _check_reject_reasons(reasons) -> list[str]:
 def lineage_settings_update(*, lineage: Lineage, settings: dict | None = None, policy: dict | None = None) -> Lineage:
     """Change a lineage's generator, review and flag settings and its policy and gates; all or nothing.
 
-    Only the names in LINEAGE_SETTINGS and POLICY_SETTINGS may change. The
-    models' own validation (choices, lengths, the policy's range constraints)
-    runs before anything is written, and every error names its field.
+    Only the names in LINEAGE_SETTINGS, POLICY_SETTINGS and the registered
+    settings sections (curation.extensions: generation's settings) may change.
+    The models' own validation (choices, lengths, the policy's range
+    constraints) runs before anything is written, and every error names its
+    field; a section's error rolls back the lineage's and the policy's changes too.
     """
     from django.core.exceptions import ValidationError
 
-    from generation.backends import REGISTRY
-
+    from curation.extensions import settings_sections
     from curation.services.training_sets import lineage_policy
 
     settings, policy = dict(settings or {}), dict(policy or {})
-    for name in settings:
-        if name not in LINEAGE_SETTINGS:
+    sections = {section: {} for section in settings_sections()}
+    for name in list(settings):
+        owner = next((section for section in sections if name in section.names), None)
+        if owner is not None:
+            sections[owner][name] = settings.pop(name)
+        elif name not in LINEAGE_SETTINGS:
             raise SettingsError(name, "is not a lineage setting that can be changed")
     for name in policy:
         if name not in POLICY_SETTINGS:
             raise SettingsError(f"policy.{name}", "is not a policy setting that can be changed")
-    if settings.get("backend") and settings["backend"] not in REGISTRY:
-        raise SettingsError("backend", f"unknown backend; known: {', '.join(sorted(REGISTRY))}")
     if "reject_reasons" in settings:
         settings["reject_reasons"] = _check_reject_reasons(settings["reject_reasons"])
-    ranges = {"overlap_fraction": (0, 1), "duplicate_threshold": (0, 1), "hallucination_threshold": (0, 1),
-              "temperature": (0, 2)}
+    ranges = {"overlap_fraction": (0, 1), "duplicate_threshold": (0, 1), "hallucination_threshold": (0, 1)}
     for name, (low, high) in ranges.items():
         if name in settings and not low <= settings[name] <= high:
             raise SettingsError(name, f"must be between {low} and {high}")
     with transaction.atomic():
         locked = Lineage.objects.select_for_update().get(pk=lineage.pk)
+        for section, values in sections.items():
+            if values:
+                section.update(lineage=locked, settings=values)
         for name, value in settings.items():
             setattr(locked, name, value)
         rules = lineage_policy(lineage=locked)

@@ -6,15 +6,19 @@ one, and an undo is a new row that points at the decision it reverts.
 """
 from __future__ import annotations
 
+import functools
+import json
 import random
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from curation.models import Flag, Generation, Lineage, Review, Sample
+from curation import selectors
+from curation.models import Flag, Generation, Lineage, Review, Sample, SourcePassage
 
 MAX_EDIT_CHARS = 8000
 
@@ -66,21 +70,36 @@ def _open_generation_id(lineage: Lineage) -> int | None:
 
 def queue_samples(*, lineage: Lineage, filters: QueueFilter) -> QuerySet[Sample]:
     """Pending, flagged samples of the lineage's open generation matching the filters (no lease check)."""
-    samples = Sample.objects.filter(
-        lineage=lineage, status=Sample.Status.PENDING, generation_id=_open_generation_id(lineage),
-        flagged_at__isnull=False,
-    )
-    return _filtered(samples, filters)
+    return _queue(lineage.pk, _open_generation_id(lineage), filters)
+
+
+def queue_count_samples(*, lineage: Lineage, filters: QueueFilter) -> QuerySet[Sample]:
+    """The same samples as queue_samples, for counting: the open generation
+    implies the lineage, so without other filters the count is an index-only
+    scan of sample_queue_idx (generation, status, flagged_at)."""
+    return _queue(None, _open_generation_id(lineage), filters)
 
 
 def overlap_samples(*, lineage: Lineage, reviewer, filters: QueueFilter) -> QuerySet[Sample]:
     """Samples drawn for a second, blind review that this reviewer did not decide and nobody has yet."""
-    mine = Review.objects.filter(sample=OuterRef("pk"), reviewer=reviewer, undone_by__isnull=True).exclude(
+    return _overlap(lineage.pk, _open_generation_id(lineage), reviewer.pk, filters)
+
+
+def _queue(lineage_id: int | None, generation_id: int | None, filters: QueueFilter) -> QuerySet[Sample]:
+    samples = Sample.objects.filter(status=Sample.Status.PENDING, generation_id=generation_id,
+                                    flagged_at__isnull=False)
+    if lineage_id is not None:  # the queue's orders use indexes on (lineage, ...)
+        samples = samples.filter(lineage_id=lineage_id)
+    return _filtered(samples, filters)
+
+
+def _overlap(lineage_id: int, generation_id: int | None, reviewer_id: int, filters: QueueFilter) -> QuerySet[Sample]:
+    mine = Review.objects.filter(sample=OuterRef("pk"), reviewer_id=reviewer_id, undone_by__isnull=True).exclude(
         decision=Review.Decision.UNDO)
     second = Review.objects.filter(sample=OuterRef("pk"), overlap=True, undone_by__isnull=True)
     samples = Sample.objects.filter(
-        lineage=lineage, double_review=True, status__in=[Sample.Status.ACCEPTED, Sample.Status.REJECTED],
-        generation_id=_open_generation_id(lineage),
+        lineage_id=lineage_id, double_review=True, status__in=[Sample.Status.ACCEPTED, Sample.Status.REJECTED],
+        generation_id=generation_id,
     ).exclude(Exists(mine)).exclude(Exists(second))
     return _filtered(samples, filters)
 
@@ -118,37 +137,157 @@ def _ordered(samples: QuerySet[Sample], order: str) -> QuerySet[Sample]:
     return samples.order_by("-risk", "id")
 
 
+# A card shows every column but the vectors, which are large and only the detectors read.
+CARD_DEFERRED = ("embedding", "minhash", "minhash_bands")
+
+
+def _compiled(queryset: QuerySet) -> tuple[str, list]:
+    sql, params = queryset.query.sql_with_params()
+    return sql, list(params)
+
+
+def _card_columns(alias: str) -> str:
+    return ", ".join(f'{alias}."{f.column}"' for f in Sample._meta.concrete_fields if f.name not in CARD_DEFERRED)
+
+
+def card_from_row(sample: Sample, *, lineage: Lineage, generation: tuple[int, str], passage: tuple[int, str, str],
+                  flags: list[dict]) -> Sample:
+    """Attach what a card shows to a sample read with its card columns, so the template reads no more rows."""
+    sample.lineage = lineage
+    sample.generation = Generation.from_db("default", ["id", "lineage_id", "number", "status"],
+                                           [sample.generation_id, lineage.pk, *generation])
+    sample.passage = SourcePassage.from_db("default", ["id", "lineage_id", "title", "text"],
+                                           [sample.passage_id, lineage.pk, *passage])
+    rows = [Flag.from_db("default", ["id", "sample_id", "kind", "score", "evidence", "detector_version"],
+                         [f["id"], sample.pk, f["kind"], f["score"], f["evidence"], f["detector_version"]])
+            for f in flags]
+    cached = Flag.objects.filter(sample=sample).order_by("kind")
+    cached._result_cache, cached._prefetch_done = rows, True
+    sample._prefetched_objects_cache = {"flags": cached}
+    return sample
+
+
+@dataclass(frozen=True)
+class ReviewCard:
+    """The next card and what the page shows around it, read in the lease's statement."""
+
+    sample: Sample | None
+    stats: "selectors.QueueStats | None"
+    cluster: "selectors.ClusterSummary | None"
+
+
 def sample_lease_next(*, reviewer, lineage: Lineage, filters: QueueFilter = QueueFilter(),
                       exclude_ids: tuple[int, ...] = ()) -> Sample | None:
-    """Lease the reviewer their next card and return it.
+    """Lease the reviewer their next card and return it, ready to show (see review_card_next)."""
+    return _lease(reviewer=reviewer, lineage=lineage, filters=filters, exclude_ids=exclude_ids, extras=False).sample
+
+
+def review_card_next(*, reviewer, lineage: Lineage, filters: QueueFilter = QueueFilter(),
+                     exclude_ids: tuple[int, ...] = ()) -> ReviewCard:
+    """Lease the next card, and read the queue's counts and the card's cluster in the same statement.
+
+    The counts are read in the statement's snapshot, which is the one the lease
+    is taken in; leasing changes no status, so they are what a separate read
+    would say. With no card to lease the counts take one more statement.
+    """
+    card = _lease(reviewer=reviewer, lineage=lineage, filters=filters, exclude_ids=exclude_ids, extras=True)
+    if card.sample is None:
+        stats, _ = selectors.review_card_extras(reviewer=reviewer, lineage=lineage,
+                                                samples=queue_count_samples(lineage=lineage, filters=filters))
+        return ReviewCard(None, stats, None)
+    return card
+
+
+def _lease(*, reviewer, lineage: Lineage, filters: QueueFilter, exclude_ids: tuple[int, ...],
+           extras: bool) -> ReviewCard:
+    """Lease the reviewer their next card, in one statement (see _lease_statement)."""
+    key = dict(lineage_id=lineage.pk, generation_id=_open_generation_id(lineage),
+               overlap=lineage.overlap_fraction > 0, lease_seconds=lineage.lease_seconds, reviewer_id=reviewer.pk,
+               filters=filters, exclude_ids=tuple(exclude_ids),
+               day_start=timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0) if extras else None)
+    # A random order picks its starting point with queries of its own: not a statement to keep.
+    build = _lease_statement.__wrapped__ if filters.order == Order.RANDOM else _lease_statement
+    statement, params = build(**key)
+    rows = list(Sample.objects.raw(statement, params))
+    if not rows:
+        return ReviewCard(None, None, None)
+    sample = rows[0]
+    sample.leased_to = reviewer
+    card_from_row(sample, lineage=lineage, generation=(sample.card_generation_number, sample.card_generation_status),
+                  passage=(sample.card_passage_title, sample.card_passage_text), flags=json.loads(sample.card_flags))
+    if not extras:
+        return ReviewCard(sample, None, None)
+    stats, cluster = selectors.card_extras_from_row(
+        sample, (sample.stats_remaining, sample.stats_unflagged, sample.stats_today, sample.cluster_members))
+    return ReviewCard(sample, stats, cluster)
+
+
+@functools.lru_cache(maxsize=1024)
+def _lease_statement(*, lineage_id: int, generation_id: int | None, overlap: bool, lease_seconds: int,
+                     reviewer_id: int, filters: QueueFilter, exclude_ids: tuple[int, ...], day_start) -> tuple[str, tuple]:
+    """The lease's SQL and parameters. Everything they depend on is an argument,
+    and times are the database's STATEMENT_TIMESTAMP(), so a reviewer's next
+    statement is built once, not on every card (building it through the ORM
+    costs more than running it).
 
     1. A card the reviewer already holds comes back first (a reload shows the same card).
     2. Otherwise the first matching sample that nobody holds (or whose lease
        expired) is locked with SKIP LOCKED, so two reviewers asking at the same
        moment get different samples, and leased for the lineage's lease time.
+       Second reviews come before the pending queue: they are few, and agreement
+       can only be measured on them.
+    3. The same UPDATE ... RETURNING reads the card: its columns (not the
+       vectors), its generation's number, its passage and its flags, and with
+       `day_start` the queue's counts (decided today: since then) and the card's cluster.
+
+    Each step is a CTE that PostgreSQL evaluates only when the one before gave
+    no row, so a held card locks nothing else. The statement commits without
+    waiting for the WAL flush (synchronous_commit off for this transaction
+    only): a lease lost in a crash only frees the card again, while decisions
+    keep the synchronous commit.
     """
-    now = timezone.now()
-    pending = queue_samples(lineage=lineage, filters=filters).exclude(id__in=exclude_ids)
+    now = Now()
+    pending = _queue(lineage_id, generation_id, filters).exclude(id__in=exclude_ids)
     # Second reviews exist only where the lineage draws them; skip their queries otherwise.
-    overlap = (overlap_samples(lineage=lineage, reviewer=reviewer, filters=filters).exclude(id__in=exclude_ids)
-               if lineage.overlap_fraction > 0 else None)
-    eligible = pending if overlap is None else (pending | overlap)
-    held = eligible.filter(leased_to=reviewer, lease_expires_at__gt=now).order_by("id").first()
-    if held is not None:
-        return held
-    # Second reviews first: they are few, and agreement can only be measured on them.
-    queues = [(pending, filters.order)] if overlap is None else [(overlap, Order.OLDEST), (pending, filters.order)]
-    for samples, order in queues:
+    second = _overlap(lineage_id, generation_id, reviewer_id, filters).exclude(id__in=exclude_ids) if overlap else None
+    eligible = pending if second is None else (pending | second)
+    queues = [(pending, filters.order)] if second is None else [(second, Order.OLDEST), (pending, filters.order)]
+
+    held_sql, params = _compiled(eligible.filter(leased_to_id=reviewer_id, lease_expires_at__gt=now)
+                                 .order_by("id").values("id")[:1])
+    ctes, union = [f"held AS ({held_sql})"], ["SELECT id, true AS held FROM held"]
+    for i, (samples, order) in enumerate(queues):
         free = samples.exclude(leased_to__isnull=False, lease_expires_at__gt=now)
-        with transaction.atomic():
-            sample = _ordered(free, order).select_for_update(skip_locked=True, of=("self",)).first()
-            if sample is None:
-                continue
-            expires = now + timedelta(seconds=lineage.lease_seconds)
-            Sample.objects.filter(pk=sample.pk).update(leased_to=reviewer, lease_expires_at=expires)
-        sample.leased_to, sample.lease_expires_at = reviewer, expires
-        return sample
-    return None
+        sql, more = _compiled(_ordered(free, order).values("id")[:1])
+        ctes.append(f'pick{i} AS ({sql} FOR UPDATE OF "curation_sample" SKIP LOCKED)')
+        union.append(f"SELECT id, false FROM pick{i}")
+        params += more
+    ctes.append(f"chosen AS ({' UNION ALL '.join(union)} LIMIT 1)")
+    ctes.append("async_commit AS (SELECT set_config('synchronous_commit', 'off', true))")
+    params += [reviewer_id, lease_seconds]
+    extra_columns = ""
+    if day_start is not None:
+        stats_sql, more = selectors.review_stats_sql(reviewer_id=reviewer_id, lineage_id=lineage_id,
+                                                     samples=_queue(None, generation_id, filters),
+                                                     day_start=day_start)
+        extra_columns = f", {stats_sql}, {selectors.cluster_members_sql('s')}"
+        params += more
+    statement = f"""
+        WITH {", ".join(ctes)}
+        UPDATE curation_sample AS s
+        SET leased_to_id = %s,
+            lease_expires_at = CASE WHEN chosen.held THEN s.lease_expires_at
+                                    ELSE STATEMENT_TIMESTAMP() + make_interval(secs => %s) END
+        FROM chosen, async_commit, curation_generation AS g, curation_sourcepassage AS p
+        WHERE s.id = chosen.id AND g.id = s.generation_id AND p.id = s.passage_id
+        RETURNING {_card_columns("s")}, g.number AS card_generation_number, g.status AS card_generation_status,
+            p.title AS card_passage_title, p.text AS card_passage_text,
+            (SELECT COALESCE(json_agg(json_build_object('id', f.id, 'kind', f.kind, 'score', f.score,
+                                                        'evidence', f.evidence,
+                                                        'detector_version', f.detector_version)
+                                      ORDER BY f.kind), '[]')::text
+             FROM curation_flag AS f WHERE f.sample_id = s.id) AS card_flags{extra_columns}"""
+    return statement, tuple(params)
 
 
 def sample_release(*, sample: Sample, reviewer) -> bool:
@@ -211,28 +350,52 @@ def sample_decide(*, sample: Sample, reviewer, decision: str, reason: str = "", 
                               edited_answer=edited_answer)
     new_status = Sample.Status.REJECTED if decision == Review.Decision.REJECT else Sample.Status.ACCEPTED
     now = timezone.now()
-    with transaction.atomic():
-        _lock_open_generation(sample.generation_id, sample.pk)
-        updates = {"status": new_status, "decided_at": now, "leased_to": None, "lease_expires_at": None}
-        if decision == Review.Decision.EDIT:
-            # Keep the generated answer the first time it is edited; an undo puts it back.
-            updates["original_answer"] = Case(When(original_answer="", then=F("answer")), default=F("original_answer"))
-            updates["answer"] = Value(edited_answer)
-        matching = Sample.objects.filter(pk=sample.pk, status=Sample.Status.PENDING)
-        if not bulk:  # a curator's bulk action overrides leases; a reviewer waits for them
-            matching = matching.filter(
-                Q(leased_to__isnull=True) | Q(leased_to=reviewer) | Q(lease_expires_at__lte=now)
+    # One statement, so one round trip and no transaction block: the share lock on
+    # the open generation (decisions go on in parallel, but not while a training
+    # set is built from it: the builder takes FOR UPDATE), the conditional update
+    # of the sample's own row, and the log row, which exists only if the update
+    # changed a row. PostgreSQL re-checks the update's conditions on the newest
+    # row version after waiting for a concurrent decision, so exactly one wins.
+    edit = ("original_answer = CASE WHEN original_answer = '' THEN answer ELSE original_answer END, answer = %s, "
+            if decision == Review.Decision.EDIT else "")
+    lease = "" if bulk else "AND (leased_to_id IS NULL OR leased_to_id = %s OR lease_expires_at <= %s)"
+    params = [sample.generation_id, *([edited_answer] if edit else []), new_status, now, sample.pk,
+              *([] if bulk else [reviewer.pk, now]), reviewer.pk, decision, reason, edited_answer, bulk, now]
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            WITH open_generation AS (
+                SELECT id FROM curation_generation WHERE id = %s AND status = 'open' FOR SHARE
+            ), decided AS (
+                UPDATE curation_sample
+                SET {edit}status = %s, decided_at = %s, leased_to_id = NULL, lease_expires_at = NULL
+                WHERE id = %s AND status = 'pending' AND EXISTS (SELECT 1 FROM open_generation) {lease}
+                RETURNING id
             )
-        changed = matching.update(**updates)
-        if not changed:
-            current = Sample.objects.filter(pk=sample.pk).values_list("status", "leased_to__username").first()
-            if current is None:
-                raise ReviewError(f"sample {sample.pk} no longer exists")
-            if current[0] != Sample.Status.PENDING:
-                raise AlreadyDecided(f"sample {sample.pk} was already decided ({current[0]})")
-            raise LeasedElsewhere(f"sample {sample.pk} is being reviewed by {current[1]}")
-        return Review.objects.create(sample=sample, reviewer=reviewer, decision=decision, reason=reason,
-                                     edited_answer=edited_answer, bulk=bulk)
+            INSERT INTO curation_review (sample_id, reviewer_id, decision, reason, edited_answer, bulk, overlap,
+                                         created_at)
+            SELECT id, %s, %s, %s, %s, %s, false, %s FROM decided
+            RETURNING id""", params)
+        row = cursor.fetchone()
+    if row is None:
+        _refuse(sample)
+    review = Review(id=row[0], sample=sample, reviewer=reviewer, decision=decision, reason=reason,
+                    edited_answer=edited_answer, bulk=bulk, overlap=False, created_at=now)
+    review._state.adding, review._state.db = False, "default"
+    return review
+
+
+def _refuse(sample: Sample):
+    """Say why a decision changed nothing (read after the fact: this is the rare path)."""
+    current = (Sample.objects.filter(pk=sample.pk)
+               .values_list("status", "leased_to__username", "generation__status").first())
+    if current is None:
+        raise ReviewError(f"sample {sample.pk} no longer exists")
+    status, holder, generation_status = current
+    if generation_status != Generation.Status.OPEN:
+        raise ReviewError(f"sample {sample.pk} belongs to a closed generation")
+    if status != Sample.Status.PENDING:
+        raise AlreadyDecided(f"sample {sample.pk} was already decided ({status})")
+    raise LeasedElsewhere(f"sample {sample.pk} is being reviewed by {holder}")
 
 
 def _second_review(*, sample: Sample, reviewer, decision: str, reason: str, edited_answer: str) -> Review:

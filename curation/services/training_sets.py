@@ -227,7 +227,8 @@ def training_set_build(*, lineage: Lineage, built_by, seed: int | None = None) -
     """Freeze the open generation's training set under the lineage's policy and open the next generation.
 
     1. Lock the lineage's open generation, so two curators cannot build it twice,
-       and refuse while a job of that generation is still running.
+       and refuse while another app says it cannot be built yet (the
+       `build_refusal` signal: generation refuses while a job of it runs).
     2. Compose: accepted samples under the policy, plus real passages drawn with
        the seed; refuse with every broken rule (PolicyViolation) and write nothing.
     3. Record the set (membership, seed, policy in force, draft manifest) and one
@@ -235,8 +236,7 @@ def training_set_build(*, lineage: Lineage, built_by, seed: int | None = None) -
     4. After commit, queue the exports and the generation's metrics on `curation`.
     Samples still pending review are left out and counted in the manifest.
     """
-    from generation.models import GenerationJob
-
+    from curation.extensions import first_refusal
     from curation.services.exports import ExportError, export_folder, export_relative_path, exports_queue
     from curation.services.metrics import generation_metrics_compute_later
 
@@ -249,11 +249,9 @@ def training_set_build(*, lineage: Lineage, built_by, seed: int | None = None) -
         )
         if generation is None:
             raise TrainingSetError(f"lineage {lineage.name!r} has no open generation to build from")
-        running = GenerationJob.objects.filter(generation=generation, status__in=GenerationJob.ACTIVE).count()
-        if running:
-            raise TrainingSetError(
-                f"generation {generation.number} still has {running} running job(s); wait or cancel them first"
-            )
+        refusal = first_refusal(generation=generation)  # e.g. generation's "still has 2 running job(s)"
+        if refusal:
+            raise TrainingSetError(refusal)
         policy = lineage_policy(lineage=lineage)
         composition = training_set_plan(lineage=lineage, seed=seed, generation=generation)
         breaches = policy_check(composition)

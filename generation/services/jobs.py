@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from curation.models import Generation, Lineage, Sample, SourcePassage
-from curation.selectors import lineage_open_generation
+from curation.services import claims
 
 from generation.backends import BackendError, BackendTimeout, get_backend
 from generation.dialogue import InvalidOutput, Prompts, run_dialogue
@@ -51,7 +51,16 @@ def job_create(*, lineage: Lineage, requested: int, created_by=None, seed: int |
     if not lineage.passages.exists():
         raise JobError(f"lineage {lineage.name!r} has no source passages to ask about")
     with transaction.atomic():
-        generation = lineage_open_generation(lineage=lineage)
+        # Lock the open generation: building its training set (which closes it)
+        # takes the same lock and refuses while a job of it is active, so a job is
+        # created either before the close (and the build refuses) or after it.
+        open_generation = Generation.objects.select_for_update().filter(
+            lineage=lineage, status=Generation.Status.OPEN).order_by("number")
+        generation = open_generation.first()
+        if generation is None:
+            # A build closed it while we waited for the lock; the generation it
+            # opened is newer than this statement's snapshot, so look again.
+            generation = open_generation.all().first()
         if generation is None:
             raise JobError(f"lineage {lineage.name!r} has no open generation")
         job = GenerationJob.objects.create(
@@ -95,30 +104,46 @@ class ChunkOutcome:
     finished: bool = False
 
 
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.OUROBOROS["JOB_LEASE_SECONDS"])
+
+
 def _claim(job_id: int) -> uuid.UUID | None:
-    """Take the job for one chunk with a conditional update; None when someone else holds it."""
-    now = timezone.now()
-    token = uuid.uuid4()
-    claimed = (
-        GenerationJob.objects.filter(pk=job_id, status__in=GenerationJob.ACTIVE)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(
-            status=GenerationJob.Status.RUNNING,
-            claim_token=token,
-            claimed_until=now + timedelta(seconds=settings.OUROBOROS["JOB_LEASE_SECONDS"]),
-            started_at=Coalesce("started_at", now),
-            updated_at=now,
+    """Take the job for one chunk with a conditional update; None when someone else holds it.
+
+    A claim whose holder is a dead process on this host is taken over at once
+    (curation.services.claims), instead of waiting for its lease to run out.
+    """
+    if _end_for_closed_generation(job_id):
+        return None
+    for attempt in (1, 2):
+        now = timezone.now()
+        token = uuid.uuid4()
+        claimed = (
+            GenerationJob.objects.filter(pk=job_id, status__in=GenerationJob.ACTIVE)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .update(
+                status=GenerationJob.Status.RUNNING,
+                claim_token=token,
+                claimed_until=now + _lease(),
+                started_at=Coalesce("started_at", now),
+                updated_at=now,
+                **claims.claim_owner(),
+            )
         )
-    )
-    return token if claimed else None
+        if claimed:
+            return token
+        if attempt == 1 and not claims.claim_release_if_dead(GenerationJob, job_id):
+            return None
+    return None
 
 
 def _still_holds(job_id: int, token: uuid.UUID) -> bool:
-    """Extend the claim; False when the job was cancelled or the claim was taken over."""
+    """Renew the lease (once per item); False when the job was cancelled or the claim was taken over."""
     now = timezone.now()
     return bool(
         GenerationJob.objects.filter(pk=job_id, claim_token=token, status=GenerationJob.Status.RUNNING).update(
-            claimed_until=now + timedelta(seconds=settings.OUROBOROS["JOB_LEASE_SECONDS"]), updated_at=now
+            claimed_until=now + _lease(), updated_at=now
         )
     )
 
@@ -129,12 +154,41 @@ def _open_items(job: GenerationJob) -> list[int]:
     return [i for i in range(job.requested) if i not in done and i not in failed]
 
 
+def _end_for_closed_generation(job_id: int) -> bool:
+    """Cancel an active job whose generation was closed, saying so; True when it did.
+
+    What we chose for the items it still lacks: none is generated (they would
+    belong to a training set already built); the job ends as cancelled with the
+    reason and the count, and cannot be resumed (its generation is closed). A
+    new job generates into the lineage's next generation.
+    """
+    job = GenerationJob.objects.select_related("generation").filter(pk=job_id).first()
+    if job is None or job.generation.status == Generation.Status.OPEN:
+        return False
+    left = job.requested - job.samples.count() - job.failures.count()
+    return bool(GenerationJob.objects.filter(pk=job_id, status__in=GenerationJob.ACTIVE).update(
+        status=GenerationJob.Status.CANCELLED, finished_at=timezone.now(), claim_token=None, claimed_until=None,
+        last_error=f"generation {job.generation.number} was closed before the job finished; "
+                   f"{left} item(s) were not generated",
+    ))
+
+
 def _store_sample(job: GenerationJob, index: int, passage: SourcePassage, result) -> bool:
-    """Write one sample; False when a previous run of this item already stored it."""
+    """Write one sample; False when a previous run of this item already stored it, or when
+    the job's generation was closed (then the job ends, see `_end_for_closed_generation`)."""
     from curation.services.flagging import sample_flag_later
 
     try:
         with transaction.atomic():
+            # FOR SHARE: many jobs may store at once, but closing the generation
+            # (an UPDATE) waits for them, and a sample stored after it sees "closed".
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT status FROM {Generation._meta.db_table} WHERE id = %s FOR SHARE",
+                               [job.generation_id])
+                (status,) = cursor.fetchone()
+            if status != Generation.Status.OPEN:
+                _end_for_closed_generation(job.pk)
+                return False
             sample = Sample.objects.create(
                 lineage=job.lineage,
                 generation=job.generation,
@@ -198,6 +252,7 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
     the task's retry policy (the backend as a whole looks unwell).
     """
     lineage = job.lineage
+    generator = lineage.generator
     rng = random.Random(job.seed + index)
     reason = ""
     for attempt in range(ATTEMPTS_PER_ITEM):
@@ -206,11 +261,11 @@ def _produce_item(job: GenerationJob, backend, prompts: Prompts, index: int) -> 
             result = _retrying_timeouts(lambda: run_dialogue(
                 backend=backend,
                 passage_text=passage.text,
-                answers=lineage.student_answers,
-                temperature=lineage.temperature,
+                answers=generator.student_answers,
+                temperature=generator.temperature,
                 seed=(job.seed + index * 7919 + attempt) % (2**31),
                 prompts=prompts,
-                critique=lineage.critique,
+                critique=generator.critique,
             ))
         except InvalidOutput as exc:
             reason = str(exc)
@@ -257,10 +312,10 @@ def job_run_chunk(*, job_id: int) -> ChunkOutcome:
     token = _claim(job_id)
     if token is None:
         return ChunkOutcome(claimed=False)
-    job = GenerationJob.objects.select_related("lineage", "generation").get(pk=job_id)
+    job = GenerationJob.objects.select_related("lineage__generator", "generation").get(pk=job_id)
     outcome = ChunkOutcome(claimed=True)
     try:
-        backend = get_backend(job.lineage.backend, lineage_backend_config(lineage=job.lineage))
+        backend = get_backend(job.lineage.generator.backend, lineage_backend_config(lineage=job.lineage))
         prompts = lineage_prompts(lineage=job.lineage)
         for index in _open_items(job)[: job.chunk_size]:
             if not _still_holds(job_id, token):
@@ -320,6 +375,19 @@ def job_fail(*, job_id: int, reason: str) -> None:
         claim_token=None,
         claimed_until=None,
     )
+
+
+def jobs_release_dead() -> list[int]:
+    """Queue again, at once, every active job whose claim a dead process on this host holds.
+
+    Called by a worker as it starts (ouroboros/celery.py): the predecessor it
+    replaces died holding these, and their leases need not run out first.
+    """
+    ids = claims.claims_release_dead(GenerationJob)
+    for job_id in ids:
+        with transaction.atomic():
+            _enqueue_chunk(job_id)
+    return ids
 
 
 def jobs_requeue_stale(*, idle_seconds: int | None = None) -> list[int]:

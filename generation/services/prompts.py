@@ -10,16 +10,17 @@ from curation.models import Lineage
 from generation.backends import BackendConfig
 from generation.dialogue import DEFAULT_PROMPTS, Prompts
 from generation.errors import JobError
-from generation.models import PromptTemplate
+from generation.models import PromptTemplate, generator_settings_for
 
 
 def lineage_backend_config(*, lineage: Lineage) -> BackendConfig:
-    """Where the lineage's backend finds its model: the lineage's fields, else the settings."""
+    """Where the lineage's backend finds its model: its generator settings, else the settings."""
     conf = settings.OUROBOROS
+    generator = generator_settings_for(lineage)
     return BackendConfig(
-        base_url=lineage.backend_base_url or conf["OPENAI_BASE_URL"],
-        model=lineage.backend_model or conf["OPENAI_MODEL"],
-        api_key_env=lineage.backend_api_key_env or conf["OPENAI_API_KEY_ENV"],
+        base_url=generator.backend_base_url or conf["OPENAI_BASE_URL"],
+        model=generator.backend_model or conf["OPENAI_MODEL"],
+        api_key_env=generator.backend_api_key_env or conf["OPENAI_API_KEY_ENV"],
         timeout=conf["BACKEND_TIMEOUT"],
     )
 

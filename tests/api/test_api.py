@@ -201,7 +201,7 @@ def test_settings_change_all_or_nothing_and_errors_name_the_field(api, world):
         assert response.status_code == 400, (body, response.json())
         assert response.json()["errors"][0]["field"] == field, response.json()
     lineage.refresh_from_db()
-    assert lineage.temperature != 0.1 and lineage.reject_reasons == ["wrong", "other"]
+    assert lineage.generator.temperature != 0.1 and lineage.reject_reasons == ["wrong", "other"]
 
 
 def test_a_lineage_created_over_the_api_has_its_generations_and_policy(api, db):

@@ -1,8 +1,8 @@
 """A worker SIGKILLed mid-import leaves no passage behind, and the import then
 completes exactly once on another worker. Real worker processes, real Redis and
-PostgreSQL; the import is slowed by the OUROBOROS_IMPORT_TEST_BATCH_DELAY_MS hook
-(a sleep after each written batch, inside the import's transaction, honoured
-only when set) so that the kill lands while the transaction is open."""
+PostgreSQL; the doomed worker loads the test hook tests.support.slow_imports (a
+sleep after each written batch, inside the import's transaction; production code
+has none) so that the kill lands while the transaction is open."""
 from __future__ import annotations
 
 import json
@@ -39,8 +39,7 @@ def test_an_import_survives_a_sigkilled_worker_with_nothing_half_written_or_doub
     url = response.json()["url"]
     job_id = response.json()["id"]
 
-    first = CeleryProcess.worker("import-doomed", tmp_path, {**WORKER_ENV,
-                                                             "OUROBOROS_IMPORT_TEST_BATCH_DELAY_MS": "800"})
+    first = CeleryProcess.worker("import-doomed", tmp_path, WORKER_ENV, include=("tests.support.slow_imports",))
     second = None
     seen_progress = []
     try:

@@ -4,7 +4,7 @@ from django.core.management import CommandError, call_command
 
 from curation.models import Sample
 from generation.errors import JobError
-from generation.models import GenerationJob
+from generation.models import GenerationJob, GeneratorSettings
 from generation.services import (
     job_cancel,
     job_create,
@@ -57,8 +57,8 @@ def test_samples_record_the_prompt_version_and_their_provenance(lineage):
 def test_the_lineage_backend_config_falls_back_to_the_settings(lineage, settings):
     settings.OUROBOROS = {**settings.OUROBOROS, "OPENAI_BASE_URL": "http://vllm:8000/v1", "OPENAI_MODEL": "m1"}
     assert lineage_backend_config(lineage=lineage).base_url == "http://vllm:8000/v1"
-    lineage.backend_base_url, lineage.backend_model, lineage.backend_api_key_env = (
-        "http://127.0.0.1:11434/v1", "llama3", "OLLAMA_KEY")
+    GeneratorSettings.objects.filter(lineage=lineage).update(
+        backend_base_url="http://127.0.0.1:11434/v1", backend_model="llama3", backend_api_key_env="OLLAMA_KEY")
     config = lineage_backend_config(lineage=lineage)
     assert (config.base_url, config.model, config.api_key_env) == ("http://127.0.0.1:11434/v1", "llama3",
                                                                     "OLLAMA_KEY")

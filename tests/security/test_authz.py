@@ -29,6 +29,7 @@ from curation.models import GatePause, PassageImport
 from curation.services.exports import export_run
 from curation.services.review import sample_accept
 from curation.services.training_sets import training_set_build
+from generation.models import TrainingRun, base_model_record
 from generation.services import job_create
 from tests.factories import CURATOR as CURATOR_GROUP
 from tests.factories import REVIEWER as REVIEWER_GROUP
@@ -113,6 +114,9 @@ ACCESS: dict[str, Rule] = {
     "job-start": page(CURATOR, POST=REDIRECT, slug="lineage"),
     "job-progress": page(CURATOR, GET=200, pk="job"),
     "job-cancel": page(CURATOR, POST=REDIRECT, pk="job"),
+    "lineage-training": page(CURATOR, GET=200, POST=REDIRECT, slug="lineage"),
+    "training-run-progress": page(CURATOR, GET=200, pk="training_run"),
+    "training-run-cancel": page(CURATOR, POST=REDIRECT, pk="training_run"),
     "dashboard": page(CURATOR, GET=200),
     "dashboard-live": page(CURATOR, GET=200),
     "generation-detail": page(CURATOR, GET=200, pk="generation"),
@@ -139,6 +143,9 @@ ACCESS: dict[str, Rule] = {
     "api-jobs": api(CURATOR, GET=200, POST=415, slug="lineage"),
     "api-job": api(CURATOR, GET=200, pk="job"),
     "api-job-cancel": api(CURATOR, POST=200, pk="job"),
+    "api-training-runs": api(CURATOR, POST=415),
+    "api-training-run": api(CURATOR, GET=200, pk="training_run"),
+    "api-training-run-cancel": api(CURATOR, POST=200, pk="training_run"),
     "api-samples": api(REVIEWER, GET=200, slug="lineage"),
     "api-queue-next": api(REVIEWER, POST=415, slug="lineage"),
     "api-review-undo": api(REVIEWER, POST=409, slug="lineage"),  # nothing of theirs to undo
@@ -246,10 +253,12 @@ def world(db, tmp_path, settings, django_capture_on_commit_callbacks):
     pause = GatePause.objects.create(lineage=lineage, generation=closed, reasons=["test"])
     passage_import = PassageImport.objects.create(lineage=lineage, filename="p.jsonl", format="jsonl",
                                                   data=b'{"text": "A passage."}\n', size_bytes=23)
+    training_run = TrainingRun.objects.create(lineage=lineage, training_set=training_set,
+                                              base_model=base_model_record())
     objects = {
         "lineage": lineage.slug, "lineage_pk": lineage.pk, "sample": make_sample(lineage).pk,
         "training_set": training_set.pk, "job": job.pk, "generation": closed.pk, "gate_pause": pause.pk, "passage_import": passage_import.pk,
-        "format": "chat", "uidb64": "MQ", "token": "not-a-valid-token",
+        "training_run": training_run.pk, "format": "chat", "uidb64": "MQ", "token": "not-a-valid-token",
     }
     return users, objects
 

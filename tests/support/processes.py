@@ -54,9 +54,11 @@ class CeleryProcess:
 
     @classmethod
     def worker(cls, name: str, tmp_path: Path, env: dict[str, str] | None = None,
-               queues: str = "generation,curation") -> "CeleryProcess":
+               queues: str = "generation,curation", include: tuple[str, ...] = ()) -> "CeleryProcess":
+        """`include`: test-only modules the worker imports before it forks (hooks, e.g. tests.support.slow_imports)."""
         argv = ["worker", "-Q", queues, "-c", "1", "-n", f"{name}-{os.getpid()}@%h",
                 "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+        argv += [arg for module in include for arg in ("--include", module)]
         return cls(name, argv, tmp_path / f"{name}.log", env)
 
     @classmethod

@@ -7,12 +7,12 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from curation.api import serializers as s
 from curation.api.common import IdCursorPagination, get_lineage, get_object
 from curation.api.errors import Conflict, field_error
 from curation.api.lineages import SLUG
 from curation.api.permissions import IsCurator
 from curation.api.responses import BAD_REQUEST, CONFLICT, NOT_FOUND, errors
+from generation.api import serializers as s
 from generation.models import GenerationJob
 from generation.services import JobError, job_cancel, job_create
 

@@ -1,0 +1,56 @@
+"""What generation adds to curation's pages and settings, registered from GenerationConfig.ready.
+
+curation declares the points (curation/extensions.py) and never imports
+generation; the signal receivers are in generation/signals.py.
+"""
+from __future__ import annotations
+
+from curation.extensions import Panel, SettingsSection, panel_register, settings_section_register
+
+
+def _lineage_jobs(*, request, lineage) -> dict:
+    from generation.models import GenerationJob
+
+    return {"lineage": lineage,
+            "jobs": GenerationJob.objects.filter(lineage=lineage).select_related("generation")[:20]}
+
+
+def _dashboard_jobs(*, request, limit: int = 10) -> dict:
+    """Running jobs first, then the latest ended ones."""
+    from generation.models import GenerationJob
+
+    active = list(GenerationJob.objects.filter(status__in=GenerationJob.ACTIVE)
+                  .select_related("lineage", "generation").order_by("-created_at")[:limit])
+    ended = list(GenerationJob.objects.exclude(status__in=GenerationJob.ACTIVE)
+                 .select_related("lineage", "generation").order_by("-created_at")[: max(0, limit - len(active))])
+    return {"jobs": active + ended}
+
+
+def _read_fields() -> dict:
+    from generation.api.serializers import generator_read_fields
+
+    return generator_read_fields()
+
+
+def _write_fields() -> dict:
+    from generation.api.serializers import generator_write_fields
+
+    return generator_write_fields()
+
+
+def _update(*, lineage, settings: dict) -> None:
+    from generation.services.settings import generator_settings_update
+
+    generator_settings_update(lineage=lineage, settings=settings)
+
+
+def register() -> None:
+    from generation.api.serializers import GENERATOR_SETTINGS
+
+    panel_register(Panel(page="lineage", template="generation/_lineage_jobs.html", context=_lineage_jobs, order=10))
+    panel_register(Panel(page="dashboard_live", template="generation/_dashboard_jobs.html",
+                         context=_dashboard_jobs, order=10))
+    settings_section_register(SettingsSection(
+        name="generator", names=GENERATOR_SETTINGS, related="generator",
+        read_fields=_read_fields, write_fields=_write_fields, update=_update,
+    ))

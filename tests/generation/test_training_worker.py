@@ -1,0 +1,93 @@
+"""The trainer in real Celery worker processes (`training` queue), with the real model, PostgreSQL and Redis."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from generation.backends import GenerationParams
+from generation.backends.llama_cpp import LlamaCppBackend
+from generation.models import ModelRecord, TrainingRun, base_model_record
+from generation.services.training import model_backend_config, sha256_of, training_run_create, training_runs_requeue_stale
+from generation.training.lora import checkpoint_step
+from tests.generation.training_support import TINY, published_set
+from tests.support.processes import CeleryProcess, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# A worker loads the student (~25-45 s on a loaded machine) and then runs steps of a few seconds each.
+TIMEOUT = 900
+
+
+@pytest.fixture
+def worker_env(tmp_path, settings):
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    settings.OUROBOROS = {**settings.OUROBOROS, "MODEL_ROOT": str(tmp_path / "models"),
+                          "TRAINING_LEASE_SECONDS": 20}
+    return {"OUROBOROS_MODEL_ROOT": str(tmp_path / "models"), "OUROBOROS_TRAINING_LEASE_SECONDS": "20",
+            "OUROBOROS_TRAINING_THREADS": "2"}
+
+
+def _run(pk: int) -> TrainingRun:
+    return TrainingRun.objects.select_related("output_model").get(pk=pk)
+
+
+def test_a_worker_trains_the_student_and_llama_cpp_serves_a_model_that_answers_differently(
+        tmp_path, worker_env, reviewer, curator, django_capture_on_commit_callbacks):
+    training_set = published_set(reviewer=reviewer, curator=curator, capture=django_capture_on_commit_callbacks)
+    worker = CeleryProcess.worker("trainer", tmp_path, env=worker_env, queues="training")
+    try:
+        run = training_run_create(training_set=training_set, created_by=curator, params=TINY)
+        wait_for(lambda: not _run(run.pk).is_active, timeout=TIMEOUT, what="the training run to end",
+                 processes=[worker])
+    finally:
+        worker.stop()
+    run = _run(run.pk)
+    assert run.status == TrainingRun.Status.DONE, f"{run.status}: {run.error}\n{worker.log_tail()}"
+    model = run.output_model
+    assert model.status == ModelRecord.Status.READY and model.sha256 == sha256_of(Path(model.path))
+    assert model.metrics["resumed_from_step"] == 0 and run.claimed_by.endswith(tuple("0123456789"))
+
+    # Served by llama.cpp (no transformers): the base GGUF plus the adapter, same prompt, same seed.
+    messages = [{"role": "user", "content": "What is item 3 about?"}]
+    params = GenerationParams(temperature=0.7, max_tokens=40, seed=11)
+    trained = LlamaCppBackend(model_backend_config(model=model))
+    base = LlamaCppBackend(model_backend_config(model=base_model_record()))
+    try:
+        trained_text = trained.generate(messages, params).text
+        base_text = base.generate(messages, params).text
+        assert trained.generate(messages, params).text == trained_text  # same seed, same text...
+    finally:
+        trained.close()
+        base.close()
+    assert trained_text != base_text  # ...and not the base model's
+
+
+def test_a_worker_killed_mid_training_leaves_a_run_that_a_second_worker_finishes_from_its_checkpoint(
+        tmp_path, worker_env, reviewer, curator, django_capture_on_commit_callbacks):
+    training_set = published_set(reviewer=reviewer, curator=curator, capture=django_capture_on_commit_callbacks)
+    first = CeleryProcess.worker("trainer-1", tmp_path, env=worker_env, queues="training")
+    try:
+        run = training_run_create(training_set=training_set, params={**TINY, "max_steps": 6})
+        # Past the first checkpoint (step 2), in the middle of the next chunk.
+        wait_for(lambda: _run(run.pk).step >= 3, timeout=TIMEOUT, what="step 3", processes=[first])
+        first.kill()
+    finally:
+        first.stop()
+    killed = _run(run.pk)
+    saved = checkpoint_step(Path(killed.checkpoint_path))
+    assert killed.status == TrainingRun.Status.RUNNING and 2 <= saved < 6 and killed.claimed_by
+
+    second = CeleryProcess.worker("trainer-2", tmp_path, env=worker_env, queues="training")
+    try:
+        # What beat's sweep does every 2 minutes: once the dead worker's lease runs out, queue the run again.
+        wait_for(lambda: training_runs_requeue_stale() and False or _run(run.pk).claimed_by != killed.claimed_by,
+                 timeout=TIMEOUT, what="the second worker to claim the run", processes=[second], interval=2)
+        wait_for(lambda: not _run(run.pk).is_active, timeout=TIMEOUT, what="the run to end", processes=[second])
+    finally:
+        second.stop()
+    run = _run(run.pk)
+    assert run.status == TrainingRun.Status.DONE, f"{run.status}: {run.error}\n{second.log_tail()}"
+    assert run.step == 6 and run.output_model.status == ModelRecord.Status.READY
+    # The second worker started at the checkpoint, not at step 0.
+    assert run.output_model.metrics["resumed_from_step"] == saved
