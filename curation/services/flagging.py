@@ -526,8 +526,8 @@ def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpu
         item.signature = lexical.minhash(item.dup_text)
         start += 1 + len(item.sentences) + len(item.alternatives)
         label = f"parent sample {item.sample.parent_id}"
-        item.parent_refs = [Reference(text, vectors[start + n], {"supported_by": label, "sample_id": item.sample.parent_id})
-                            for n, text in enumerate(item.parent_texts)]
+        source = {"supported_by": label, "sample_id": item.sample.parent_id, "passage_title": label}
+        item.parent_refs = [Reference(text, vectors[start + n], source) for n, text in enumerate(item.parent_texts)]
         start += len(item.parent_texts)
         rows.append((item.sample.pk, item.vector, item.signature, True))
 

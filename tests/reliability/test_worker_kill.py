@@ -32,6 +32,7 @@ WORKER_ENV = {
     "OUROBOROS_FAKE_LATENCY_MS": "120",  # ~0.5 s an item with 3 answers: slow enough to die mid-chunk
     "OUROBOROS_JOB_LEASE_SECONDS": "5",  # a dead worker's claim goes stale quickly
     "OUROBOROS_FLAG_MISSING_AFTER_SECONDS": "5",  # and so does a sample whose flagging died with it
+    "OUROBOROS_FLAG_BATCH_SIZE": "4",  # a flag task takes 4 of the 20 samples, so there is a mid-way to die in
 }
 MODEL_LOAD_BOUND_S = 300
 
