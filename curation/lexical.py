@@ -63,7 +63,7 @@ def _weight(word: str) -> float:
     return 2.0 if any(ch.isdigit() for ch in word) else 1.0
 
 
-def coverage(sentence_words: list[str], reference_words: set[str]) -> float:
+def coverage(sentence_words: list[str] | tuple[str, ...], reference_words: set[str] | frozenset[str]) -> float:
     """Weighted share of the sentence's content words found in the reference (1.0 for a wordless sentence)."""
     if not sentence_words:
         return 1.0
@@ -72,10 +72,22 @@ def coverage(sentence_words: list[str], reference_words: set[str]) -> float:
     return found / total
 
 
+@lru_cache(maxsize=50_000)
+def _words(text: str) -> tuple[str, ...]:
+    # Flagging scores every sentence of a batch against its passage's chunks and the alternatives:
+    # the same few hundred texts over and over, so their words are worth keeping.
+    return tuple(content_words(text))
+
+
+@lru_cache(maxsize=50_000)
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(_words(text))
+
+
 def coverage_matrix(sentences: list[str], references: list[str]) -> np.ndarray:
     """coverage(sentence i, reference j) for every pair, shape (len(sentences), len(references))."""
-    sentence_words = [content_words(s) for s in sentences]
-    reference_sets = [set(content_words(r)) for r in references]
+    sentence_words = [_words(s) for s in sentences]
+    reference_sets = [_word_set(r) for r in references]
     out = np.zeros((len(sentences), len(references)), dtype=np.float32)
     for i, words in enumerate(sentence_words):
         for j, ref in enumerate(reference_sets):

@@ -283,7 +283,7 @@ OUROBOROS = {
     # A flag task takes its sample and up to this many − 1 other pending samples of the lineage as one
     # batch (one encode call, one query per look-up). A GPU encodes a far bigger batch in about the time
     # a CPU takes for a small one, so its default is bigger.
-    "FLAG_BATCH_SIZE": envint("OUROBOROS_FLAG_BATCH_SIZE", 256 if _ON_GPU else 32, minimum=1),
+    "FLAG_BATCH_SIZE": envint("OUROBOROS_FLAG_BATCH_SIZE", 256 if _ON_GPU else 64, minimum=1),
     # MinHash candidates (earlier samples sharing an LSH band key) read per new sample, the most
     # overlapping of which is compared: bounds the look-up in a collapsing lineage.
     "FLAG_MINHASH_CANDIDATES": envint("OUROBOROS_FLAG_MINHASH_CANDIDATES", 64, minimum=1),

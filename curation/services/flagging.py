@@ -238,6 +238,8 @@ class _Item:
     signature: list[int] | None = None
     neighbours: dict | None = None
     candidates: list[list[Reference]] | None = None
+    parent_texts: list[str] | None = None  # sentence windows of the parent's question + answer (seeding)
+    parent_refs: list[Reference] | None = None
 
 
 def _texts(sample: Sample) -> tuple[str, list[str], list[str]]:
@@ -413,9 +415,8 @@ def _candidates(items: list[_Item]) -> None:
     refs, by_passage = {}, {}
     for chunk in chunks.select_related("passage").only("id", "text", "embedding", "position", "passage__id",
                                                          "passage__title").order_by("passage_id", "position"):
-        refs[chunk.pk] = Reference(chunk.text, np.asarray(chunk.embedding, dtype=np.float32),
-                                   {"passage_id": chunk.passage_id, "passage_title": chunk.passage.title,
-                                    "chunk_id": chunk.pk})
+        refs[chunk.pk] = (chunk.text, np.asarray(chunk.embedding, dtype=np.float32),
+                          {"passage_id": chunk.passage_id, "passage_title": chunk.passage.title, "chunk_id": chunk.pk})
         by_passage.setdefault(chunk.passage_id, []).append(chunk.pk)
     for item in items:
         item.candidates = []
@@ -423,7 +424,14 @@ def _candidates(items: list[_Item]) -> None:
         ids = retrieved.get(n, [])
         seen = set(ids)
         own = [pk for pk in by_passage.get(item.sample.passage_id, []) if pk not in seen]
-        item.candidates.append([refs[pk] for pk in ids + own])
+        item.candidates.append([_labelled(refs[pk], item.sample.passage_id) for pk in ids + own] + item.parent_refs)
+
+
+def _labelled(ref: tuple, root_passage_id: int) -> Reference:
+    """A chunk as a reference, saying what it is to this sample: its root passage, or another of the corpus."""
+    text, vector, source = ref
+    return Reference(text, vector, {**source, "supported_by": "root passage" if source["passage_id"] == root_passage_id
+                                    else "corpus passage"})
 
 
 def _duplicate_score(match: dict | None) -> float:
@@ -472,12 +480,15 @@ def samples_flag(*, sample_ids: list[int], partial_corpus: bool = False) -> int:
        the real data; flagged when max(cosine, Jaccard) is at least the
        lineage's duplicate threshold; the sample joins the match's cluster.
     6. Hallucination: each answer sentence is scored against its top-k passage
-       chunks and the alternative answers (`_score`); sentences whose risk
-       reaches the lineage's threshold are stored with their best passage.
+       chunks, its root passage's chunks, for a seeded sample (`parent`) the
+       parent's question + answer, and the alternative answers (`_score`);
+       each sentence's evidence says what supported it best ("root passage",
+       "corpus passage", "parent sample N"); sentences whose risk reaches the
+       lineage's threshold are stored with their best reference.
     7. Store each sample's flags, scores, novelty and cluster in one
        transaction of its own (a failure loses at most that sample's, whole).
     """
-    samples = list(Sample.objects.filter(pk__in=sample_ids).select_related("lineage").order_by("id"))
+    samples = list(Sample.objects.filter(pk__in=sample_ids).select_related("lineage", "parent").order_by("id"))
     if not samples:
         return 0
     flagged = 0
@@ -492,6 +503,9 @@ def samples_flag(*, sample_ids: list[int], partial_corpus: bool = False) -> int:
 def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpus: bool) -> int:
     passages_missing = _passages_ready(lineage_id, partial_corpus=partial_corpus)
     items = [_Item(sample, *_texts(sample)) for sample in samples]
+    for item in items:
+        parent = item.sample.parent
+        item.parent_texts = chunk_passage(f"{parent.question} {parent.answer}") if parent is not None else []
     ids = [s.pk for s in samples]
     # Earlier samples that another worker is still flagging (or whose message waits in the queue):
     # embedding their question + answer here is one short text each, and lets this batch see them.
@@ -501,7 +515,8 @@ def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpu
         .order_by("-id").only("id", "question", "answer")[: settings.OUROBOROS["FLAG_BATCH_SIZE"] * 4]
     )
     context_texts = [detectors.duplicate_text(s.question, s.answer) for s in context]
-    texts = context_texts + [t for item in items for t in (item.dup_text, *item.sentences, *item.alternatives)]
+    texts = context_texts + [t for item in items
+                             for t in (item.dup_text, *item.sentences, *item.alternatives, *item.parent_texts)]
     vectors = embedder.embed(texts)  # one call; the scorer's own embed of the alternatives hits the cache
     rows = [(s.pk, vectors[i], lexical.minhash(text), False) for i, (s, text) in enumerate(zip(context, context_texts))]
     start = len(context)
@@ -510,6 +525,10 @@ def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpu
         item.sentence_vecs = vectors[start + 1 : start + 1 + len(item.sentences)]
         item.signature = lexical.minhash(item.dup_text)
         start += 1 + len(item.sentences) + len(item.alternatives)
+        label = f"parent sample {item.sample.parent_id}"
+        source = {"supported_by": label, "sample_id": item.sample.parent_id, "passage_title": label}
+        item.parent_refs = [Reference(text, vectors[start + n], source) for n, text in enumerate(item.parent_texts)]
+        start += len(item.parent_texts)
         rows.append((item.sample.pk, item.vector, item.signature, True))
 
     with transaction.atomic():
@@ -529,6 +548,16 @@ def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpu
     return len(items)
 
 
+def _with_support(hallucination, evidence: dict) -> dict:
+    """Each sentence says what grounded it best: "root passage", "corpus passage" or "parent sample N"."""
+    for row, scored in zip(evidence["sentences"], hallucination.sentences):
+        source = scored.best.source if scored.best else {}
+        row["supported_by"] = source.get("supported_by")
+        if "sample_id" in source:
+            row["parent_sample_id"] = source["sample_id"]
+    return evidence
+
+
 def _verdict(item: _Item, hallucination, found: dict, passages_missing: int) -> tuple[list[Flag], dict]:
     """Steps 5 and 6 for one sample: the flags it raises and the columns it gets."""
     sample, lineage, neighbours = item.sample, item.sample.lineage, item.neighbours
@@ -543,7 +572,7 @@ def _verdict(item: _Item, hallucination, found: dict, passages_missing: int) -> 
                            evidence=_duplicate_evidence(best, scope, dup_score, lineage, found),
                            detector_version=detectors.DUPLICATE_VERSION))
     if hallucination.score >= lineage.hallucination_threshold:
-        evidence = hallucination.evidence(threshold=lineage.hallucination_threshold)
+        evidence = _with_support(hallucination, hallucination.evidence(threshold=lineage.hallucination_threshold))
         if passages_missing:
             evidence["passages_not_yet_embedded"] = passages_missing
         raised.append(Flag(sample=sample, kind=Flag.Kind.HALLUCINATION, score=round(hallucination.score, 4),

@@ -193,3 +193,30 @@ def test_a_reflag_run_whose_message_was_lost_is_queued_again(lineage, monkeypatc
     assert run.status == FlagRun.Status.DONE
     FlagRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     assert requeue_stale_reflags() == [], "a finished run is never queued"
+
+
+def test_a_seeded_sample_is_grounded_in_its_root_passage_and_in_its_parent(lineage):
+    """Issue 12: a sample seeded from an accepted one may repeat what the parent said; each sentence's
+    evidence names what supported it."""
+    from curation.models import Lineage
+
+    Lineage.objects.filter(pk=lineage.pk).update(hallucination_threshold=0.0)  # keep the evidence of every sample
+    passage = next(p for p in lineage.passages.all() if "photosynthesis" in p.text.lower())
+    root_sentence = passage.text.split(". ")[0].strip() + "."
+    parent = make_sample(lineage, passage=passage, status=Sample.Status.ACCEPTED, flagged=False,
+                         question="Which pigment did the greenhouse trial in Lund use?",
+                         answer="The greenhouse trial in Lund grew basil under violet lamps for 41 days.")
+    child = make_sample(lineage, passage=passage, parent=parent, flagged=False,
+                        question="How long did the Lund trial grow basil?",
+                        answer=f"{root_sentence} The greenhouse trial in Lund grew basil under violet lamps for 41 days.")
+    orphan = make_sample(lineage, passage=passage, flagged=False, question=child.question, answer=child.answer)
+    samples_flag(sample_ids=[parent.pk, child.pk, orphan.pk])
+    by_sentence = lambda s: {row["sentence"]: row for row in  # noqa: E731
+                             Flag.objects.get(sample=s, kind=Flag.Kind.HALLUCINATION).evidence["sentences"]}
+    child_rows, orphan_rows = by_sentence(child), by_sentence(orphan)
+    claim = "The greenhouse trial in Lund grew basil under violet lamps for 41 days."
+    assert child_rows[root_sentence]["supported_by"] == "root passage"
+    assert child_rows[claim]["supported_by"] == f"parent sample {parent.pk}"
+    assert child_rows[claim]["parent_sample_id"] == parent.pk
+    assert child_rows[claim]["grounding"] > orphan_rows[claim]["grounding"] + 0.3
+    assert orphan_rows[claim]["supported_by"] in ("root passage", "corpus passage")

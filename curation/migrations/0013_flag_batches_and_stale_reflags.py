@@ -16,7 +16,8 @@ def sync_periodic_jobs(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('curation', '0009_merge_imports_and_api_indexes'),
+        ('curation', '0012_merge_20261201_0929'),
+        ('curation', '0010_review_protect_reviewed_samples'),
         ('django_celery_beat', '0019_alter_periodictasks_options'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
