@@ -146,7 +146,7 @@ def hallucination_score(*, sentences: list[str], sentence_vecs: np.ndarray, cand
     riskiest sentence's probability.
     """
     if use_lm is None:
-        use_lm = settings.OUROBOROS.get("LM_GROUNDING", True)
+        use_lm = settings.OUROBOROS.get("LM_GROUNDING", False)
     w = weights()
     alt_sentences = [answer_sentences(a) for a in alternatives if a and a.strip()]
     standalone = checks.decontextualise(sentences)

@@ -136,7 +136,18 @@ def _neighbours(sample: Sample, vector: np.ndarray, signature: list[int]) -> dic
 def _duplicate_score(match: dict | None) -> float:
     if match is None:
         return 0.0
+    if "probability" in match:  # detect (issue 15): the pair model's verdict, from neighbours_verify
+        return match["probability"]
     return detectors.duplicate_score(cosine=match.get("cosine") or 0.0, jaccard=match.get("jaccard") or 0.0)
+
+
+def _match_texts(neighbours: dict) -> dict:
+    """detect (issue 15): the texts of the matched samples and passages, for the pair model."""
+    ids = {kind: {m["id"] for m in neighbours.values() if m and m["kind"] == kind} for kind in ("sample", "passage")}
+    texts = {("sample", pk): detectors.duplicate_text(q, a)
+             for pk, q, a in Sample.objects.filter(pk__in=ids["sample"]).values_list("id", "question", "answer")}
+    texts |= {("passage", pk): t for pk, t in SourcePassage.objects.filter(pk__in=ids["passage"]).values_list("id", "text")}
+    return texts
 
 
 def _candidates(lineage_id: int, own_passage_id: int, sentence_vecs: np.ndarray) -> list[list[Reference]]:
@@ -212,9 +223,12 @@ def sample_flag(*, sample_id: int) -> list[Flag]:
         _hnsw_settings()
         neighbours = _neighbours(sample, sample_vec, signature)
         candidates = _candidates(lineage.pk, sample.passage_id, sentence_vecs)
+        # detect (issue 15): verify the candidates with the pair model (P(near-duplicate) per match).
+        neighbours = detectors.neighbours_verify(dup_text, neighbours, _match_texts(neighbours))
     hallucination = detectors.hallucination_score(
         sentences=sentences, sentence_vecs=sentence_vecs, candidates=candidates,
         alternatives=[a for a in (sample.alt_answers or []) if isinstance(a, str)],
+        use_lm=lineage.lm_grounding,  # detect (issue 15): the lineage setting
     )
 
     scored = {scope: _duplicate_score(m) for scope, m in neighbours.items()}

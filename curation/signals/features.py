@@ -45,11 +45,16 @@ def hallucination_rows(*, sentences: list[str], cosine: list[float], coverage: l
             if lm[i].consistency is not None:
                 row["lm_consistency"] = lm[i].consistency
         rows.append(row)
-    for name in ("cosine", "coverage", "missing_names", "pmi"):
+    for name in ("cosine", "coverage", "missing_names", "missing_numbers", "pmi"):
         if n and name in rows[0]:
             mean = float(np.mean([r[name] for r in rows]))
             for r in rows:
                 r[f"answer_{name}"] = mean
+    if n:
+        # The answer's least covered sentence: one unsupported sentence makes the rest suspect too.
+        least = float(min(r["coverage"] for r in rows))
+        for r in rows:
+            r["answer_min_coverage"] = least
     return rows
 
 
@@ -69,6 +74,9 @@ def duplicate_row(a: str, b: str, *, cosine: float, jaccard: float | None = None
     grams_a, grams_b = lexical.shingles(a), lexical.shingles(b)
     return {
         "cosine": float(cosine),
+        # The cosine's effect is not linear: above ~0.8 small gains matter more (STS-B, 5-fold CV).
+        "cosine_sq": float(cosine) ** 2,
+        "cosine_cube": float(cosine) ** 3,
         "word_jaccard": len(shared) / len(union) if union else 1.0,
         "containment": len(shared) / min(len(wa), len(wb)) if wa and wb else float(wa == wb),
         "length_ratio": min(len(ta), len(tb)) / max(len(ta), len(tb)) if ta and tb else float(ta == tb),

@@ -13,9 +13,9 @@ from curation.signals import combiner
 # What each default model reads (every row carries more; the evidence shows it all).
 HALLUCINATION_FEATURES = ("cosine", "coverage", "missing_numbers", "missing_months", "missing_names",
                           "missing_name_share", "words", "first_sentence", "answer_cosine", "answer_coverage",
-                          "answer_missing_names")
+                          "answer_missing_names", "answer_min_coverage", "answer_missing_numbers")
 HALLUCINATION_LM_FEATURES = HALLUCINATION_FEATURES + ("pmi", "lm_logprob", "min_pmi", "answer_pmi")
-DUPLICATE_FEATURES = ("cosine", "word_jaccard", "containment", "length_ratio", "shingle_jaccard", "number_mismatch",
+DUPLICATE_FEATURES = ("cosine", "cosine_sq", "cosine_cube", "word_jaccard", "containment", "length_ratio", "shingle_jaccard", "number_mismatch",
                       "name_mismatch", "unshared_words")
 
 WEIGHTS_FILE = Path(__file__).with_name("weights.py")

@@ -20,6 +20,7 @@ only for the answer's rows: the source is read once for all the sentences.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 from dataclasses import dataclass
 
@@ -80,6 +81,8 @@ class LMScorer:
         self.n_ctx = n_ctx
         self._lock = threading.Lock()
         self._bos = self._llama.token_bos()
+        # Free the model before interpreter teardown; llama.cpp's own finaliser fails that late.
+        atexit.register(self._llama.close)
 
     def tokens(self, text: str) -> list[int]:
         return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
