@@ -10,6 +10,70 @@ from functools import lru_cache
 from curation.signals.combiner import Model
 
 FITTED: dict = {
+    "hallucination": {
+        "features": [
+            "cosine",
+            "coverage",
+            "missing_numbers",
+            "missing_months",
+            "missing_names",
+            "missing_name_share",
+            "words",
+            "first_sentence",
+            "answer_cosine",
+            "answer_coverage",
+            "answer_missing_names",
+            "answer_min_coverage",
+            "answer_missing_numbers"
+        ],
+        "mean": [
+            0.676169,
+            0.405868,
+            0.710221,
+            0.071654,
+            1.805058,
+            0.390738,
+            2.869184,
+            0.125395,
+            0.676169,
+            0.405868,
+            1.805058,
+            0.184228,
+            0.710221
+        ],
+        "scale": [
+            0.14539,
+            0.224575,
+            0.965861,
+            0.27377,
+            2.210935,
+            0.373533,
+            0.364316,
+            0.331166,
+            0.092467,
+            0.138441,
+            0.972898,
+            0.122633,
+            0.447461
+        ],
+        "coef": [
+            -0.078842,
+            -0.329232,
+            0.403031,
+            0.420559,
+            0.218981,
+            0.264515,
+            -0.118382,
+            -0.129332,
+            -0.527777,
+            -0.889443,
+            0.232986,
+            0.50793,
+            0.282477
+        ],
+        "intercept": 1.46273,
+        "provenance": "manage.py fit_flags hallucination wikibio_dev.jsonl --no-lm --folds 5 --l2 1.0; wikibio_dev.jsonl sha256 630e230bf504; 949 rows; 5-fold CV by answer: ROC-AUC 0.8445, PR-AUC 0.926, Brier 0.1326"
+    },
     "near_duplicate": {
         "features": [
             "cosine",
