@@ -6,7 +6,7 @@ same settings, so `evaluate_flags` measures what the app flags.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -21,12 +21,16 @@ from curation.hallucination import (
     sample_score,
     score_sentences,
 )
+from curation.signals import checks, features
+from curation.signals import weights as default_weights
+from curation.signals.combiner import Model
 from curation.similarity import cosine_matrix, split_sentences, top_k
 
 # Bump when a change alters scores: every flag stores it, and `reflag_lineage`
 # recomputes a lineage's flags after a bump.
-HALLUCINATION_VERSION = "halluc-2.0-minilm-cov-selfcheck"
-DUPLICATE_VERSION = "dup-2.0-minilm-minhash"
+HALLUCINATION_VERSION = "halluc-3.0-lr-pmi-mismatch"
+DUPLICATE_VERSION = "dup-3.0-lr-verified"
+COPY_JACCARD = 0.9
 
 
 def weights() -> Weights:
@@ -41,11 +45,36 @@ def weights() -> Weights:
 
 @dataclass(frozen=True)
 class HallucinationResult:
+    """An answer's score (its riskiest sentence's probability) and each sentence's signals."""
+
     score: float
     sentences: list[SentenceScore]
+    rows: list[dict] = field(default_factory=list)  # the combiner's feature rows, one per sentence
+    probabilities: list[float] = field(default_factory=list)  # P(sentence is unsupported), one per sentence
+    model: Model | None = None
+
+    def signals(self, i: int) -> dict:
+        """Sentence i's signals with their values (what `evaluate_flags` reports AUCs for)."""
+        return {k: v for k, v in self.rows[i].items() if not k.startswith("_")}
+
+    def reasons(self, i: int) -> list[str]:
+        """Why sentence i was marked, in words, with values: the signals that pushed its probability up."""
+        row = self.rows[i]
+        pushed = self.model.contributions(row) if self.model else {}
+        out = []
+        if "pmi" in row and pushed.get("pmi", 0.0) > 0:
+            out.append(f"PMI {row['pmi']:+.2f}")
+        if pushed.get("cosine", 0.0) > 0 or pushed.get("coverage", 0.0) > 0:
+            out.append(f"best passage cosine {row['cosine']:.2f}, coverage {row['coverage']:.2f}")
+        if row.get("consistency") is not None and row["consistency"] < 0.5:
+            out.append(f"agreement with the alternatives {row['consistency']:.2f}")
+        if row.get("lm_consistency") is not None and row["lm_consistency"] < 0:
+            out.append(f"LM consistency {row['lm_consistency']:+.2f}")
+        out += row["_mismatch"].describe()
+        return out
 
     def evidence(self, *, threshold: float) -> dict:
-        """What the review card shows: every sentence with its support, the risky ones with their best passage."""
+        """What the review card shows: every sentence with its probability and signals, the risky ones with why."""
 
         def best(s: SentenceScore) -> dict:
             source = s.best.source if s.best else {}
@@ -55,50 +84,144 @@ class HallucinationResult:
                 "passage_text": s.best.text if s.best else "",
             }
 
+        def signals(i: int) -> dict:
+            return {k: round(v, 4) for k, v in self.signals(i).items() if isinstance(v, float)}
+
         return {
             "threshold": threshold,
+            "detector": HALLUCINATION_VERSION,
             "sentences": [
                 {"sentence": s.sentence, "support": round(s.support, 4), "grounding": round(s.grounding, 4),
                  "consistency": None if s.consistency is None else round(s.consistency, 4),
-                 "risk": round(s.risk, 4), "unsupported": s.risk >= threshold}
-                for s in self.sentences
+                 "risk": round(s.risk, 4), "unsupported": s.risk >= threshold, "signals": signals(i)}
+                for i, s in enumerate(self.sentences)
             ],
             "unsupported": [
-                {"sentence": s.sentence, "support": round(s.support, 4), "risk": round(s.risk, 4), **best(s)}
-                for s in self.sentences
+                {"sentence": s.sentence, "support": round(s.support, 4), "risk": round(s.risk, 4),
+                 "reasons": self.reasons(i), **best(s)}
+                for i, s in enumerate(self.sentences)
                 if s.risk >= threshold
             ],
         }
 
 
+def lm_source(candidates: list[list[Reference]], *, limit_chars: int | None = None) -> str:
+    """The text the language model reads before an answer: the sentences of its candidate chunks, once each.
+
+    Chunks are grouped by passage (passages in the order they first rank) and
+    kept in the order they come, so the question's own passage, whose chunks
+    the service appends in position order, reads as written. Cut at
+    `limit_chars` (LM_SOURCE_CHARS): the model's cost grows with its length.
+    """
+    limit_chars = limit_chars or settings.OUROBOROS.get("LM_SOURCE_CHARS", 2400)
+    by_passage: dict = {}
+    seen: set[str] = set()
+    rank = 0
+    while True:
+        any_left = False
+        for refs in candidates:
+            if rank < len(refs):
+                any_left = True
+                ref = refs[rank]
+                key = ref.source.get("passage_id", id(ref))
+                for sentence in split_sentences(ref.text) or [ref.text]:
+                    if sentence not in seen:
+                        seen.add(sentence)
+                        by_passage.setdefault(key, []).append(sentence)
+        if not any_left:
+            break
+        rank += 1
+    text = "\n\n".join(" ".join(sentences) for sentences in by_passage.values())
+    return text[:limit_chars]
+
+
 def hallucination_score(*, sentences: list[str], sentence_vecs: np.ndarray, candidates: list[list[Reference]],
-                        alternatives: list[str]) -> HallucinationResult:
-    """Score an answer's sentences against retrieved references and the student's other answers."""
+                        alternatives: list[str], use_lm: bool | None = None) -> HallucinationResult:
+    """Score an answer's sentences against retrieved references and the student's other answers.
+
+    Every sentence gets a feature row (`curation.signals.features`); the
+    default model (`curation.signals.weights`, with or without the language
+    model) turns it into P(unsupported). With alternatives, that probability is
+    mixed with 1 − consistency (HALLUCINATION_GROUNDING_WEIGHT), since no public
+    set with alternatives exists to fit that part on. The answer's score is its
+    riskiest sentence's probability.
+    """
+    if use_lm is None:
+        use_lm = settings.OUROBOROS.get("LM_GROUNDING", False)
+    w = weights()
     alt_sentences = [answer_sentences(a) for a in alternatives if a and a.strip()]
+    standalone = checks.decontextualise(sentences)
     flat = [s for alt in alt_sentences for s in alt]
-    flat_vecs = embedder.embed(flat)
+    vecs = embedder.embed(standalone + flat)  # unchanged sentences are cache hits
+    standalone_vecs, flat_vecs = vecs[: len(standalone)], vecs[len(standalone) :]
     alt_vecs, start = [], 0
     for alt in alt_sentences:
         alt_vecs.append(flat_vecs[start : start + len(alt)])
         start += len(alt)
-    scores = score_sentences(sentences, sentence_vecs, candidates, alt_sentences, alt_vecs, weights())
-    return HallucinationResult(sample_score(scores), scores)
+    base = score_sentences(standalone, standalone_vecs, candidates, alt_sentences, alt_vecs, w)
+    cos, cov = [], []
+    for i, sentence in enumerate(standalone):
+        refs = candidates[i]
+        if refs:
+            c = np.clip(cosine_matrix(standalone_vecs[i : i + 1], np.stack([r.vector for r in refs]))[0], 0, 1)
+            v = lexical.coverage_matrix([sentence], [r.text for r in refs])[0]
+            cos.append(float(c.max()))
+            cov.append(float(v.max()))
+        else:
+            cos.append(0.0)
+            cov.append(0.0)
+    source = lm_source(candidates)
+    lm_signals = None
+    if use_lm and sentences:
+        from curation.signals import lm
+
+        lm_signals = lm.scorer().answer_signals(source=source, sentences=sentences,
+                                                alternatives=[a for a in alternatives if a and a.strip()])
+    rows = features.hallucination_rows(sentences=sentences, cosine=cos, coverage=cov,
+                                       consistency=[b.consistency for b in base], source=source, lm=lm_signals)
+    try:
+        model = default_weights.hallucination(with_lm=lm_signals is not None)
+    except LookupError:  # before the first `fit_flags --write`: the unfitted support stands in
+        model = None
+    probabilities = ([float(p) for p in model.predict(rows)] if model else [b.risk for b in base]) if rows else []
+    scores = []
+    for sentence, b, p in zip(sentences, base, probabilities):
+        risk = p if b.consistency is None else w.grounding * p + (1.0 - w.grounding) * (1.0 - b.consistency)
+        scores.append(SentenceScore(sentence, b.grounding, b.consistency, float(1.0 - risk), b.best))
+    return HallucinationResult(sample_score(scores), scores, rows, probabilities, model)
 
 
-def hallucination_in_memory(*, answer: str, sources: list[str], alternatives: list[str]) -> HallucinationResult:
-    """The same scoring with references from the given sources, searched exactly instead of by pgvector."""
-    sentences = answer_sentences(answer)
+def in_memory_candidates(sentences: list[str], sources: list[str]) -> tuple[np.ndarray, list[list[Reference]]]:
+    """Sentence vectors and candidate chunks from given sources, searched exactly instead of by pgvector.
+
+    The top-k chunks of all sources, as the service retrieves them; a single
+    source is also the question's own passage, whose every chunk the service
+    adds after the retrieved ones.
+    """
     chunks = [(n, chunk) for n, source in enumerate(sources) for chunk in chunk_passage(source)]
     vectors = embedder.embed(sentences + [c for _, c in chunks])
     sentence_vecs, chunk_vecs = vectors[: len(sentences)], vectors[len(sentences) :]
     k = settings.OUROBOROS["GROUNDING_TOP_K"]
-    candidates = [
-        [Reference(chunks[j][1], chunk_vecs[j], {"passage_id": chunks[j][0], "passage_title": f"source {chunks[j][0] + 1}"})
-         for j in top_k(sentence_vecs[i : i + 1], chunk_vecs, k)[0]]
-        for i in range(len(sentences))
-    ]
+
+    def ref(j: int) -> Reference:
+        return Reference(chunks[j][1], chunk_vecs[j], {"passage_id": chunks[j][0],
+                                                       "passage_title": f"source {chunks[j][0] + 1}"})
+
+    candidates = []
+    for i in range(len(sentences)):
+        retrieved = top_k(sentence_vecs[i : i + 1], chunk_vecs, k)[0]
+        own = [j for j in range(len(chunks)) if j not in retrieved] if len(sources) == 1 else []
+        candidates.append([ref(j) for j in retrieved + own])
+    return sentence_vecs, candidates
+
+
+def hallucination_in_memory(*, answer: str | list[str], sources: list[str], alternatives: list[str],
+                            use_lm: bool | None = None) -> HallucinationResult:
+    """The same scoring with references from the given sources (an answer may come as its sentences)."""
+    sentences = answer if isinstance(answer, list) else answer_sentences(answer)
+    sentence_vecs, candidates = in_memory_candidates(sentences, sources)
     return hallucination_score(sentences=sentences, sentence_vecs=sentence_vecs, candidates=candidates,
-                               alternatives=alternatives)
+                               alternatives=alternatives, use_lm=use_lm)
 
 
 # ----------------------------------------------------------------------------- near-duplicates
@@ -109,19 +232,55 @@ def duplicate_text(question: str, answer: str) -> str:
     return f"{question}\n{answer}" if question else answer
 
 
-def duplicate_score(*, cosine: float, jaccard: float) -> float:
-    """One number per pair: the larger of the embedding cosine and the MinHash Jaccard estimate.
+def duplicate_score(*, cosine: float, jaccard: float, a: str | None = None, b: str | None = None) -> float:
+    """P(near-duplicate) of a pair, from the default model over pair features (`signals.features.duplicate_row`).
 
-    The cosine finds paraphrases; the Jaccard is near 1 only for copy-paste
-    repeats, which it confirms cheaply and without the model.
+    With the two texts, the model verifies the candidate (shared content words,
+    numbers, names, length); without them (an old caller that has only the
+    scores), the larger of the cosine and the MinHash Jaccard estimate stands in.
     """
-    return float(max(cosine, jaccard))
+    if a is None or b is None:
+        return float(max(cosine, jaccard))
+    row = features.duplicate_row(a, b, cosine=cosine, jaccard=jaccard)
+    p = float(default_weights.duplicate().predict([row])[0])
+    # A copy-paste repeat (MinHash Jaccard ≥ 0.9) needs no verifying; STS-B has almost none (3 of 589 pairs,
+    # CV figures unchanged), so the model extrapolates there and would score an exact copy below 1.
+    return max(p, float(jaccard)) if jaccard >= COPY_JACCARD else p
 
 
 def duplicate_pair_score(a: str, b: str) -> float:
     va, vb = embedder.embed([a, b])
     cosine = float(cosine_matrix(va, vb)[0, 0])
-    return duplicate_score(cosine=cosine, jaccard=lexical.minhash_jaccard(lexical.minhash(a), lexical.minhash(b)))
+    return duplicate_score(cosine=cosine, jaccard=lexical.minhash_jaccard(lexical.minhash(a), lexical.minhash(b)),
+                           a=a, b=b)
+
+
+def duplicate_pair_row(a: str, b: str) -> dict:
+    """The pair's features (what `evaluate_flags` reports per-signal AUCs for)."""
+    va, vb = embedder.embed([a, b])
+    return features.duplicate_row(a, b, cosine=float(cosine_matrix(va, vb)[0, 0]),
+                                  jaccard=lexical.minhash_jaccard(lexical.minhash(a), lexical.minhash(b)))
+
+
+def neighbours_verify(text: str, neighbours: dict, texts: dict) -> dict:
+    """Add each candidate's P(near-duplicate) to the service's neighbours (`probability`), given their texts.
+
+    `texts` maps a match's (kind, id) to its text. The flagging service calls
+    this once per sample, after retrieval; `_duplicate_score` then reads it.
+    """
+    out = {}
+    for scope, match in neighbours.items():
+        if match is None or (match["kind"], match["id"]) not in texts:
+            out[scope] = match
+            continue
+        other = texts[(match["kind"], match["id"])]
+        # Every scope's match gets the same inputs (the batch match comes without a Jaccard estimate).
+        jaccard = match.get("jaccard")
+        if jaccard is None:
+            jaccard = lexical.minhash_jaccard(lexical.minhash(text), lexical.minhash(other))
+        p = duplicate_score(cosine=match.get("cosine") or 0.0, jaccard=jaccard, a=text, b=other)
+        out[scope] = {**match, "probability": round(p, 4)}
+    return out
 
 
 __all__ = [
@@ -132,7 +291,9 @@ __all__ = [
     "answer_sentences",
     "chunk_passage",
     "duplicate_pair_score",
+    "duplicate_pair_row",
     "duplicate_score",
+    "neighbours_verify",
     "duplicate_text",
     "hallucination_in_memory",
     "hallucination_score",

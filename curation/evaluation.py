@@ -14,7 +14,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from curation import detectors
+import numpy as np
+
+from curation import detector_metrics as metrics
+from curation import detectors, embedder
+from curation.signals import weights as default_weights
 
 
 class DatasetError(ValueError):
@@ -113,17 +117,107 @@ def _check_not_empty(items: list, path: Path) -> None:
         raise DatasetError(f"{path.name}: every item has label {items[0].label}; both classes are needed")
 
 
-def score_hallucinations(items: list[HallucinationItem]) -> list[float]:
-    """Each item's sample score (its riskiest sentence), exactly as the flagging service computes it."""
-    return [
-        detectors.hallucination_in_memory(answer=item.text, sources=item.sources, alternatives=item.samples).score
-        for item in items
-    ]
+@dataclass(frozen=True)
+class Scored:
+    """Each item's score, its signals (named values) and its group (items of one answer share one)."""
+
+    scores: list[float]
+    rows: list[dict]
+    groups: list[int]
 
 
-def score_duplicates(items: list[DuplicateItem]) -> list[float]:
-    """Each pair's near-duplicate score (the larger of cosine and MinHash Jaccard), as the service computes it."""
-    return [detectors.duplicate_pair_score(item.a, item.b) for item in items]
+def answers_of(items: list[HallucinationItem], *, mode: str = "auto") -> list[list[int]]:
+    """Which items are scored together as one answer.
+
+    "items": each item is an answer. "sentences": consecutive items with the
+    same source (and no alternatives) are the sentences of one answer, in order
+    (as in WikiBio, where each labelled sentence belongs to one GPT-3 passage),
+    so each is scored in its answer's context, as the service scores an
+    answer's sentences. "auto" picks "sentences" when no item has a question
+    or alternatives and most items are single sentences (WikiBio's are; the
+    sentence splitter cuts a few at "St. Louis", so not all).
+    """
+    if mode not in ("auto", "items", "sentences"):
+        raise DatasetError(f"unknown answer mode {mode!r}")
+    if mode == "auto":
+        bare = not any(i.samples or i.question for i in items)
+        single = sum(len(detectors.answer_sentences(i.text)) == 1 for i in items) >= 0.9 * len(items)
+        mode = "sentences" if bare and single else "items"
+    if mode == "items":
+        return [[n] for n in range(len(items))]
+    groups: list[list[int]] = []
+    for n, item in enumerate(items):
+        prev = items[groups[-1][-1]] if groups else None
+        if prev is not None and prev.sources == item.sources and not item.samples and not prev.samples:
+            groups[-1].append(n)
+        else:
+            groups.append([n])
+    return groups
+
+
+def score_hallucinations(items: list[HallucinationItem], *, mode: str = "auto", use_lm: bool | None = None) -> Scored:
+    """Each item's score exactly as the flagging service computes it.
+
+    An item that is a whole answer scores its riskiest sentence (and reports
+    that sentence's signals); an item that is one sentence of an answer scores
+    that sentence's probability.
+    """
+    scores, rows, groups = [0.0] * len(items), [{}] * len(items), [0] * len(items)
+    # Fill the embedder's cache in big batches first: batch size is what makes the model fast on a CPU.
+    sources = list(dict.fromkeys(s for i in items for s in i.sources))
+    embedder.embed([i.text for i in items] + [c for s in sources for c in detectors.chunk_passage(s)])
+    grouped = answers_of(items, mode=mode)
+    mode_of_groups = "items" if all(len(m) == 1 for m in grouped) and mode != "sentences" else "sentences"
+    for g, members in enumerate(grouped):
+        first = items[members[0]]
+        if mode_of_groups == "items":
+            result = detectors.hallucination_in_memory(answer=first.text, sources=first.sources,
+                                                       alternatives=first.samples, use_lm=use_lm)
+            risks = [s.risk for s in result.sentences]
+            worst = int(np.argmax(risks)) if risks else None
+            scores[members[0]] = result.score
+            rows[members[0]] = result.signals(worst) if worst is not None else {}
+            groups[members[0]] = g
+            continue
+        result = detectors.hallucination_in_memory(answer=[items[n].text for n in members], sources=first.sources,
+                                                   alternatives=first.samples, use_lm=use_lm)
+        for k, n in enumerate(members):
+            scores[n], rows[n], groups[n] = result.sentences[k].risk, result.signals(k), g
+    return Scored(scores, rows, groups)
+
+
+def score_duplicates(items: list[DuplicateItem]) -> Scored:
+    """Each pair's P(near-duplicate), as the service computes it for a candidate, with the pair's features."""
+    embedder.embed([i.a for i in items] + [i.b for i in items])  # one big batch; the pairs then hit the cache
+    rows = [detectors.duplicate_pair_row(item.a, item.b) for item in items]
+    try:
+        scores = [float(p) for p in default_weights.duplicate().predict(rows)]
+    except LookupError:  # before the first `fit_flags --write`
+        scores = [max(r["cosine"], r["minhash_jaccard"]) for r in rows]
+    return Scored(scores, rows, list(range(len(items))))
+
+
+def signal_aucs(labels: list[int], rows: list[dict]) -> dict:
+    """ROC-AUC and PR-AUC of every signal alone, oriented so that higher means "positive".
+
+    A support-like signal (higher = better supported, e.g. cosine) is negated;
+    the orientation is the one with ROC-AUC ≥ 0.5 on these labels, marked by a
+    leading "-" on the name when negated.
+    """
+    names = sorted({k for r in rows for k, v in r.items() if isinstance(v, float)})
+    out = {}
+    for name in names:
+        have = [(y, r[name]) for y, r in zip(labels, rows) if isinstance(r.get(name), float)]
+        ys = [y for y, _ in have]
+        if len(set(ys)) < 2 or len({v for _, v in have}) < 2:
+            continue
+        values = [v for _, v in have]
+        roc = metrics.roc_auc(ys, values)
+        key = name
+        if roc < 0.5:
+            values, key, roc = [-v for v in values], f"-{name}", 1.0 - roc
+        out[key] = {"roc_auc": round(roc, 4), "pr_auc": round(metrics.pr_auc(ys, values), 4), "n": len(have)}
+    return out
 
 
 KINDS = {

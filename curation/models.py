@@ -65,6 +65,11 @@ class Lineage(models.Model):
         default=settings.OUROBOROS["HALLUCINATION_THRESHOLD"],
         help_text="A sentence whose risk (1 − support) is at least this is unsupported, and flags the sample.",
     )
+    # Off by default: on this CPU it costs seconds per sample and, with no LM model fitted on the full dev set,
+    # its PMI is evidence on the card but not part of the probability (README "Flagging").
+    lm_grounding = models.BooleanField(
+        default=False, help_text="Also score sentences with the language model's PMI (slower; shown as evidence).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

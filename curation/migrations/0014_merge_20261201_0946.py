@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('curation', '0010_flag_batches_and_stale_reflags'),
+        ('curation', '0013_flag_batches_and_stale_reflags'),
         ('curation', '0013_merge_20261201_0945'),
     ]
 

@@ -462,6 +462,7 @@ def _score(item: _Item):
     return detectors.hallucination_score(
         sentences=item.sentences, sentence_vecs=item.sentence_vecs, candidates=item.candidates,
         alternatives=[a for a in (item.sample.alt_answers or []) if isinstance(a, str)],
+        use_lm=item.sample.lineage.lm_grounding,  # the lineage's setting (issue 15): LM grounding on or off
     )
 
 

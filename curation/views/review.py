@@ -159,6 +159,8 @@ def _answer_sentences(flag) -> list[dict]:
             "unsupported": item.get("unsupported", item["support"] < threshold),
             "passage_title": best.get(item["sentence"], {}).get("passage_title", ""),
             "passage_text": best.get(item["sentence"], {}).get("passage_text", ""),
+            # detect (issue 15): which signals marked it, with their values.
+            "reasons": best.get(item["sentence"], {}).get("reasons", []),
         }
         for item in flag.evidence.get("sentences", [])
     ]

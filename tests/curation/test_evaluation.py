@@ -13,7 +13,7 @@ from tests.factories import make_sample
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ROOT = DATA.parent.parent
-KEYS = ["n", "roc_auc", "pr_auc", "best_f1", "threshold_at_best_f1", "seconds"]
+KEYS = ["n", "roc_auc", "pr_auc", "best_f1", "threshold_at_best_f1", "seconds", "signals"]
 
 
 def last_json(capsys) -> dict:
@@ -24,7 +24,9 @@ def test_hallucination_evaluation_prints_the_fixed_json_and_separates_the_classe
     call_command("evaluate_flags", "hallucination", str(DATA / "hallucination_test.jsonl"))
     result = last_json(capsys)
     assert list(result) == KEYS and result["n"] == 48
-    assert result["roc_auc"] > 0.85 and result["pr_auc"] > 0.85, result
+    # 0.961 / 0.956 with detector 2.0, tuned on these hand-written sets; the 3.0 model is fitted on public
+    # WikiBio and transfers to them at 0.83 / 0.84 (README "Flagging"): the bar guards against a collapse.
+    assert result["roc_auc"] > 0.80 and result["pr_auc"] > 0.80, result
 
 
 def test_near_duplicate_evaluation_on_public_paraphrase_pairs(capsys):

@@ -47,7 +47,7 @@ class Command(BaseCommand):
                 items = load(file)
             except DatasetError as exc:
                 raise CommandError(str(exc)) from None
-            labels, scores, source = [i.label for i in items], score(items), str(file)
+            labels, scores, source = [i.label for i in items], score(items).scores, str(file)
         else:
             labels, scores = selectors.review_labels(lineage=target, kind=kind)
             source = "review log"

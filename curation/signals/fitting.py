@@ -1,0 +1,48 @@
+"""Fitting the default models: which features each reads, cross-validation, and writing the weights into code."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from curation import detector_metrics as metrics
+from curation.signals import combiner
+
+# What each default model reads (every row carries more; the evidence shows it all).
+HALLUCINATION_FEATURES = ("cosine", "coverage", "missing_numbers", "missing_months", "missing_names",
+                          "missing_name_share", "words", "first_sentence", "answer_cosine", "answer_coverage",
+                          "answer_missing_names", "answer_min_coverage", "answer_missing_numbers")
+HALLUCINATION_LM_FEATURES = HALLUCINATION_FEATURES + ("pmi", "lm_logprob", "min_pmi", "answer_pmi")
+DUPLICATE_FEATURES = ("cosine", "cosine_sq", "cosine_cube", "word_jaccard", "containment", "length_ratio", "shingle_jaccard", "number_mismatch",
+                      "name_mismatch", "unshared_words")
+
+WEIGHTS_FILE = Path(__file__).with_name("weights.py")
+
+
+def fit_with_cv(rows: list[dict], labels: list[int], groups: list, *, features: tuple[str, ...], folds: int = 5,
+                l2: float = 1.0, provenance: str = "") -> tuple[combiner.Model, dict]:
+    """The model fitted on every row, and its k-fold cross-validated figures (folds by group)."""
+    X = np.array([[float(r[f]) for f in features] for r in rows], dtype=np.float64)
+    y = np.asarray(labels)
+    oof = combiner.cross_validated(X, y, groups, features=features, k=folds, l2=l2)
+    cv = {"folds": folds, "grouped": True, "n": len(rows), "roc_auc": round(metrics.roc_auc(labels, oof), 4),
+          "pr_auc": round(metrics.pr_auc(labels, oof), 4),
+          "brier": round(float(np.mean((oof - y) ** 2)), 4)}
+    model = combiner.fit(X, y, features=features, l2=l2, provenance=provenance)
+    return model, cv
+
+
+def write_weights(name: str, model: combiner.Model, *, path: Path = WEIGHTS_FILE) -> None:
+    """Replace (or add) one entry of `FITTED` in the weights module, keeping the others."""
+    text = path.read_text(encoding="utf-8")
+    match = re.search(r"^FITTED: dict = (\{.*?\n\})$", text, flags=re.S | re.M) or re.search(
+        r"^FITTED: dict = (\{\})$", text, flags=re.M)
+    if match is None:
+        raise ValueError(f"{path} has no `FITTED: dict = {{...}}` block to update")
+    fitted = json.loads(match.group(1))
+    fitted[name] = {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v] if k in
+                        ("mean", "scale", "coef") else v) for k, v in model.as_dict().items()}
+    block = "FITTED: dict = " + json.dumps(dict(sorted(fitted.items())), indent=4, ensure_ascii=False)
+    path.write_text(text[: match.start()] + block + text[match.end():], encoding="utf-8")
