@@ -17,7 +17,7 @@ _seq = itertools.count(1)
 
 def demo_passages(count: int | None = None) -> list[dict]:
     passages = json.loads(DEMO_FILE.read_text(encoding="utf-8"))["passages"]
-    return passages[:count] if count else passages
+    return passages[:count] if count is not None else passages
 
 
 def make_user(username: str, role: str | None = None, **extra):

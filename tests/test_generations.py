@@ -23,13 +23,17 @@ from generation.backends import REGISTRY, Completion
 from generation.models import GenerationJob, GeneratorSettings, LineageSchedule
 from generation.services import job_create, schedule_run, schedule_sync
 from ouroboros.celery import app
-from tests.factories import make_lineage
+from curation.services.lineages import passages_add
+from tests.factories import demo_passages, make_lineage
 
 SAMPLES_PER_GENERATION = 8
 
 
 class CollapsedBackend:
-    """A model that has collapsed: whatever it is asked, it gives the same question and answer."""
+    """A model that has collapsed: whatever it is asked, it gives the same question and answer.
+
+    The question names cells, which every passage of the test's lineage mentions: the generator
+    refuses a question that names nothing of its material."""
 
     name = "collapsed"
     model = "collapsed-1"
@@ -39,7 +43,7 @@ class CollapsedBackend:
 
     def generate(self, messages, params) -> Completion:
         if "Question:" not in messages[-1]["content"]:
-            text = "What is the main idea of this passage?"
+            text = "Why do living cells need energy?"
         else:
             text = "The main idea is that living cells need energy to survive."
         return Completion(text=text, model=self.model, finish_reason="stop", prompt_tokens=10,
@@ -83,7 +87,8 @@ def run_generation(lineage, curator, reviewer, number, run_tasks, *, reject=1):
 def test_three_generations_and_a_collapse_that_trips_the_gate(
         eager_tasks, client, curator, reviewer, tmp_path, django_capture_on_commit_callbacks):
     run_tasks = lambda: django_capture_on_commit_callbacks(execute=True)  # noqa: E731
-    lineage = make_lineage(passages=8, backend="fake", student_answers=2)
+    lineage = make_lineage(passages=0, backend="fake", student_answers=2)
+    passages_add(lineage=lineage, passages=[p for p in demo_passages() if "cell" in p["text"].lower()][:8])
     # Thresholds for a small lineage: judge from 5 samples on. The fake backend's templated text
     # is less diverse than real prose (about 75% of generation 0's pairwise distance), so the
     # diversity gate sits at 40%; the near-duplicate gate keeps its default of 50%.

@@ -19,6 +19,7 @@ resolved, the job is refused with a JobError that names the cause, and nothing i
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.module_loading import import_string
 
@@ -62,11 +63,15 @@ def configured_model_record(*, lineage: Lineage) -> ModelRecord:
             raise JobError(str(exc)) from None
     config = lineage_backend_config(lineage=lineage)
     model = config.model if name == "openai" else getattr(import_string(REGISTRY[name]), "model", name)
-    record, _ = ModelRecord.objects.get_or_create(
-        lineage=lineage, kind=ModelRecord.Kind.REMOTE, name=f"{name}:{model}",
-        base_url=config.base_url if name == "openai" else "", remote_model=model,
-        defaults={"status": ModelRecord.Status.READY, "params": {"backend": name}},
-    )
+    try:
+        record, _ = ModelRecord.objects.get_or_create(
+            lineage=lineage, kind=ModelRecord.Kind.REMOTE, name=f"{name}:{model}",
+            base_url=config.base_url if name == "openai" else "", remote_model=model,
+            defaults={"status": ModelRecord.Status.READY, "params": {"backend": name}},
+        )
+    except ValidationError as exc:  # a setting stored before the operator narrowed the egress rules
+        problems = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
+        raise JobError(f"lineage {lineage.name!r}: its backend cannot be used: {problems}") from None
     return record
 
 

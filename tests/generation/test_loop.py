@@ -85,7 +85,7 @@ def test_external_mode_refuses_jobs_until_a_student_is_registered(lineage, curat
     remote = ModelRecord.objects.create(lineage=lineage, kind=ModelRecord.Kind.REMOTE, name="vllm:student-2",
                                         base_url="http://127.0.0.1:8000/v1", remote_model="student-2",
                                         status=ModelRecord.Status.PENDING)
-    with pytest.raises(StudentError, match="must load and generate once first") as refused:
+    with pytest.raises(StudentError, match="is pending, not ready") as refused:
         generation_student_register(generation=generation, model=remote)
     assert refused.value.field == "model"
     ModelRecord.objects.filter(pk=remote.pk).update(status=ModelRecord.Status.READY)
@@ -94,7 +94,7 @@ def test_external_mode_refuses_jobs_until_a_student_is_registered(lineage, curat
     job = job_create(lineage=lineage, requested=2)
     models = GenerationModels.objects.get(generation=job.generation)
     assert models.student == remote and models.tutor.name == "fake:fake-echo-1"
-    with pytest.raises(StudentError, match="already has jobs"):
+    with pytest.raises(StudentError, match="already has samples or a running job"):
         generation_student_register(generation=generation, model=remote)
 
 

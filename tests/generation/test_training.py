@@ -104,7 +104,7 @@ def test_a_set_that_is_not_published_or_too_small_is_refused_and_nothing_is_writ
 
 def test_a_student_it_cannot_train_is_refused_with_the_cause(reviewer, curator, django_capture_on_commit_callbacks):
     training_set = published_set(reviewer=reviewer, curator=curator, capture=django_capture_on_commit_callbacks)
-    remote = ModelRecord.objects.create(kind=ModelRecord.Kind.REMOTE, name="vllm-llama", base_url="http://x/v1",
+    remote = ModelRecord.objects.create(kind=ModelRecord.Kind.REMOTE, name="vllm-llama", base_url="http://127.0.0.1:9/v1",
                                         remote_model="llama", status=ModelRecord.Status.READY)
     with pytest.raises(svc.TrainingError, match="is a remote endpoint; the built-in trainer fine-tunes local GGUF"):
         svc.training_run_create(training_set=training_set, base_model=remote)

@@ -91,14 +91,34 @@ def test_a_setting_stored_before_the_rule_is_refused_by_the_worker_and_nothing_i
     from generation.models import GenerationFailure
     from generation.services import job_create, job_run_chunk
 
-    GeneratorSettings.objects.filter(lineage=lineage).update(
-        backend="openai", backend_base_url="http://169.254.169.254/latest/v1", backend_model="m")
+    allowed = {"backend": "openai", "backend_base_url": "http://127.0.0.1:9/v1", "backend_model": "m"}
+    GeneratorSettings.objects.filter(lineage=lineage).update(**allowed)
     opened = []
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: opened.append(a) or (_ for _ in ()).throw(
         AssertionError("a connection was opened")))
     with django_capture_on_commit_callbacks(execute=False):
-        job = job_create(lineage=lineage, requested=2, chunk_size=2)
+        job = job_create(lineage=lineage, requested=2, chunk_size=2)  # recorded while the URL was allowed
+    GeneratorSettings.objects.filter(lineage=lineage).update(backend_base_url="http://169.254.169.254/latest/v1")
+    with django_capture_on_commit_callbacks(execute=False):
         job_run_chunk(job_id=job.pk)
     reasons = list(GenerationFailure.objects.filter(job=job).values_list("reason", flat=True))
     assert len(reasons) == 2 and all("link-local" in reason and "never allowed" in reason for reason in reasons)
     assert opened == [] and not lineage.samples.exists()
+
+
+def test_a_first_job_with_a_url_stored_before_the_rule_is_refused_where_it_is_created(lineage, monkeypatch):
+    """The generation's models are recorded with its first job: a stored URL the rules now refuse stops the
+    job there, naming the rule, and writes neither a job nor a model record."""
+    import socket
+
+    from generation.errors import JobError
+    from generation.models import ModelRecord
+    from generation.services import job_create
+
+    GeneratorSettings.objects.filter(lineage=lineage).update(
+        backend="openai", backend_base_url="http://169.254.169.254/latest/v1", backend_model="m")
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("a connection was opened")))
+    with pytest.raises(JobError, match="link-local"):
+        job_create(lineage=lineage, requested=2)
+    assert not lineage.jobs.exists() and not ModelRecord.objects.filter(lineage=lineage).exists()
