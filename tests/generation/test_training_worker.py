@@ -52,13 +52,17 @@ def test_a_worker_trains_the_student_and_llama_cpp_serves_a_model_that_answers_d
     messages = [{"role": "user", "content": "What is item 3 about?"}]
     params = GenerationParams(temperature=0.7, max_tokens=40, seed=11)
     trained = LlamaCppBackend(model_backend_config(model=model))
+    again = LlamaCppBackend(model_backend_config(model=model))
     base = LlamaCppBackend(model_backend_config(model=base_model_record()))
     try:
         trained_text = trained.generate(messages, params).text
         base_text = base.generate(messages, params).text
-        assert trained.generate(messages, params).text == trained_text  # same seed, same text...
+        # Same seed, same text, from a fresh context: one that has just evaluated this prompt reuses
+        # its prefix (the backend keeps it for the k answers of a question), which moves the logits.
+        assert again.generate(messages, params).text == trained_text
     finally:
         trained.close()
+        again.close()
         base.close()
     assert trained_text != base_text  # ...and not the base model's
 
