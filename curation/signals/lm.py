@@ -152,7 +152,7 @@ def scorer() -> LMScorer:
         if _scorer is None:
             from django.conf import settings
 
-            from generation.backends.llama_cpp import smollm2_path
+            from ouroboros.embedded import smollm2_gguf as smollm2_path
 
             _scorer = LMScorer(str(smollm2_path()), n_threads=settings.OUROBOROS["LLAMA_THREADS"])
         return _scorer

