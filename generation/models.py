@@ -355,14 +355,8 @@ class GenerationModels(models.Model):
 class TrainingRun(models.Model):
     """One run of the built-in trainer: a student fine-tuned on a published training set."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    Status = GenerationJob.Status  # the same life as a job's: queued, running, then done, failed or cancelled
+    ACTIVE = GenerationJob.ACTIVE
 
     lineage = models.ForeignKey("curation.Lineage", on_delete=models.CASCADE, related_name="training_runs")
     training_set = models.ForeignKey("curation.TrainingSet", on_delete=models.PROTECT, related_name="training_runs")
