@@ -23,14 +23,13 @@ from curation.hallucination import (
 )
 from curation.signals import checks, features
 from curation.signals import weights as default_weights
-from curation.signals.combiner import Model
+from curation.signals.combiner import Model, sigmoid
 from curation.similarity import cosine_matrix, split_sentences, top_k
 
 # Bump when a change alters scores: every flag stores it, and `reflag_lineage`
 # recomputes a lineage's flags after a bump.
 HALLUCINATION_VERSION = "halluc-3.0-lr-pmi-mismatch"
-DUPLICATE_VERSION = "dup-3.0-lr-verified"
-COPY_JACCARD = 0.9
+DUPLICATE_VERSION = "dup-4.0-calibrated-pairs"
 
 
 def weights() -> Weights:
@@ -232,27 +231,34 @@ def duplicate_text(question: str, answer: str) -> str:
     return f"{question}\n{answer}" if question else answer
 
 
-def duplicate_score(*, cosine: float, jaccard: float, a: str | None = None, b: str | None = None) -> float:
-    """P(near-duplicate) of a pair, from the default model over pair features (`signals.features.duplicate_row`).
+def duplicate_probability(features, model: Model | None = None) -> np.ndarray:
+    """P(near-duplicate) of pairs from their features, with `model` (default: the fitted pair model).
 
-    With the two texts, the model verifies the candidate (shared content words,
-    numbers, names, length); without them (an old caller that has only the
-    scores), the larger of the cosine and the MinHash Jaccard estimate stands in.
+    `features` is either a list of rows (`signals.features.duplicate_row`) or a
+    matrix with one row per pair, columns in `model.features` order
+    (`signals.features.pair_features`). Calibrated: fitted by log loss, its
+    reliability table and Brier score on held-out folds are in the model's
+    provenance and the README, so the flag's score compares with the
+    hallucination flag's and the threshold reads as a probability.
     """
-    if a is None or b is None:
-        return float(max(cosine, jaccard))
-    row = features.duplicate_row(a, b, cosine=cosine, jaccard=jaccard)
-    p = float(default_weights.duplicate().predict([row])[0])
-    # A copy-paste repeat (MinHash Jaccard ≥ 0.9) needs no verifying; STS-B has almost none (3 of 589 pairs,
-    # CV figures unchanged), so the model extrapolates there and would score an exact copy below 1.
-    return max(p, float(jaccard)) if jaccard >= COPY_JACCARD else p
+    model = model or default_weights.duplicate()
+    if isinstance(features, np.ndarray):
+        X = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if X.shape[1] != len(model.features):
+            raise ValueError(f"need {len(model.features)} feature columns ({', '.join(model.features)}), got {X.shape[1]}")
+        z = (X - np.asarray(model.mean)) / np.asarray(model.scale)
+        return sigmoid(z @ np.asarray(model.coef) + model.intercept)
+    return model.predict(list(features))
+
+
+def duplicate_score(*, cosine: float, a: str, b: str) -> float:
+    """P(near-duplicate) of a candidate pair found by pgvector or MinHash, given its embedding cosine and texts."""
+    return float(duplicate_probability([features.duplicate_row(a, b, cosine=cosine)])[0])
 
 
 def duplicate_pair_score(a: str, b: str) -> float:
     va, vb = embedder.embed([a, b])
-    cosine = float(cosine_matrix(va, vb)[0, 0])
-    return duplicate_score(cosine=cosine, jaccard=lexical.minhash_jaccard(lexical.minhash(a), lexical.minhash(b)),
-                           a=a, b=b)
+    return duplicate_score(cosine=float(cosine_matrix(va, vb)[0, 0]), a=a, b=b)
 
 
 def duplicate_pair_row(a: str, b: str) -> dict:
@@ -260,27 +266,6 @@ def duplicate_pair_row(a: str, b: str) -> dict:
     va, vb = embedder.embed([a, b])
     return features.duplicate_row(a, b, cosine=float(cosine_matrix(va, vb)[0, 0]),
                                   jaccard=lexical.minhash_jaccard(lexical.minhash(a), lexical.minhash(b)))
-
-
-def neighbours_verify(text: str, neighbours: dict, texts: dict) -> dict:
-    """Add each candidate's P(near-duplicate) to the service's neighbours (`probability`), given their texts.
-
-    `texts` maps a match's (kind, id) to its text. The flagging service calls
-    this once per sample, after retrieval; `_duplicate_score` then reads it.
-    """
-    out = {}
-    for scope, match in neighbours.items():
-        if match is None or (match["kind"], match["id"]) not in texts:
-            out[scope] = match
-            continue
-        other = texts[(match["kind"], match["id"])]
-        # Every scope's match gets the same inputs (the batch match comes without a Jaccard estimate).
-        jaccard = match.get("jaccard")
-        if jaccard is None:
-            jaccard = lexical.minhash_jaccard(lexical.minhash(text), lexical.minhash(other))
-        p = duplicate_score(cosine=match.get("cosine") or 0.0, jaccard=jaccard, a=text, b=other)
-        out[scope] = {**match, "probability": round(p, 4)}
-    return out
 
 
 __all__ = [
@@ -292,8 +277,8 @@ __all__ = [
     "chunk_passage",
     "duplicate_pair_score",
     "duplicate_pair_row",
+    "duplicate_probability",
     "duplicate_score",
-    "neighbours_verify",
     "duplicate_text",
     "hallucination_in_memory",
     "hallucination_score",

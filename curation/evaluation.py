@@ -18,7 +18,6 @@ import numpy as np
 
 from curation import detector_metrics as metrics
 from curation import detectors, embedder
-from curation.signals import weights as default_weights
 
 
 class DatasetError(ValueError):
@@ -39,6 +38,7 @@ class DuplicateItem:
     a: str
     b: str
     label: int
+    score: float | None = None  # a graded similarity (STS-B: 0–5) when the file has one
 
 
 def _string_list(value, *, what: str, where: str) -> list[str]:
@@ -105,7 +105,10 @@ def load_duplicates(path: Path) -> list[DuplicateItem]:
                 raise DatasetError(f"{where}: missing {key!r}")
         if not isinstance(row["a"], str) or not isinstance(row["b"], str):
             raise DatasetError(f"{where}: 'a' and 'b' must be strings")
-        items.append(DuplicateItem(row["a"], row["b"], _label(row, where)))
+        score = row.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 5):
+            raise DatasetError(f"{where}: 'score' must be a number from 0 to 5, got {score!r}")
+        items.append(DuplicateItem(row["a"], row["b"], _label(row, where), None if score is None else float(score)))
     _check_not_empty(items, path)
     return items
 
@@ -191,9 +194,9 @@ def score_duplicates(items: list[DuplicateItem]) -> Scored:
     embedder.embed([i.a for i in items] + [i.b for i in items])  # one big batch; the pairs then hit the cache
     rows = [detectors.duplicate_pair_row(item.a, item.b) for item in items]
     try:
-        scores = [float(p) for p in default_weights.duplicate().predict(rows)]
+        scores = [float(p) for p in detectors.duplicate_probability(rows)]
     except LookupError:  # before the first `fit_flags --write`
-        scores = [max(r["cosine"], r["minhash_jaccard"]) for r in rows]
+        scores = [r["cosine"] for r in rows]
     return Scored(scores, rows, list(range(len(items))))
 
 

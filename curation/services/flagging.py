@@ -434,16 +434,32 @@ def _labelled(ref: tuple, root_passage_id: int) -> Reference:
                                     else "corpus passage"})
 
 
-def _duplicate_score(match: dict | None) -> float:
+def _similarity(match: dict | None) -> float:
+    """The raw similarity of a match: the larger of its cosine and its MinHash Jaccard estimate."""
     if match is None:
         return 0.0
-    return detectors.duplicate_score(cosine=match.get("cosine") or 0.0, jaccard=match.get("jaccard") or 0.0)
+    return float(max(match.get("cosine") or 0.0, match.get("jaccard") or 0.0))
+
+
+def _duplicate_score(text: str, match: dict | None, found: dict) -> float:
+    """P(near-duplicate) of the sample's question + answer and one match (0 without one), from the pair model.
+
+    The match is verified on its text (`detectors.duplicate_score`: cosine,
+    shared words, numbers, names, order, length), so the score is a
+    calibrated probability, comparable with the hallucination flag's.
+    """
+    if match is None:
+        return 0.0
+    other = found[(match["kind"], match["id"])]
+    other_text = other.text if match["kind"] == "passage" else detectors.duplicate_text(other.question, other.answer)
+    return detectors.duplicate_score(cosine=match.get("cosine") or 0.0, a=text, b=other_text)
 
 
 def _duplicate_evidence(match: dict, scope: str, score: float, lineage: Lineage, found: dict) -> dict:
     evidence = {
         "scope": scope,  # batch, lineage or real
-        "similarity": round(score, 4),
+        "probability": round(score, 4),
+        "similarity": round(_similarity(match), 4),
         "cosine": match.get("cosine"),
         "jaccard": match.get("jaccard"),
         "threshold": lineage.duplicate_threshold,
@@ -478,8 +494,10 @@ def samples_flag(*, sample_ids: list[int], partial_corpus: bool = False) -> int:
     4. Look up every sample's neighbours and every sentence's grounding chunks
        with set-based queries (`_neighbours`, `_candidates`).
     5. Near-duplicate: the nearest earlier match in the batch, the lineage and
-       the real data; flagged when max(cosine, Jaccard) is at least the
-       lineage's duplicate threshold; the sample joins the match's cluster.
+       the real data, each verified by the pair model into P(near-duplicate)
+       (`_duplicate_score`); flagged when the likeliest match's probability is
+       at least the lineage's duplicate threshold; the sample joins that
+       match's cluster.
     6. Hallucination: each answer sentence is scored against its top-k passage
        chunks, its root passage's chunks, for a seeded sample (`parent`) the
        parent's question + answer, and the alternative answers (`_score`);
@@ -562,7 +580,7 @@ def _with_support(hallucination, evidence: dict) -> dict:
 def _verdict(item: _Item, hallucination, found: dict, passages_missing: int) -> tuple[list[Flag], dict]:
     """Steps 5 and 6 for one sample: the flags it raises and the columns it gets."""
     sample, lineage, neighbours = item.sample, item.sample.lineage, item.neighbours
-    scored = {scope: _duplicate_score(m) for scope, m in neighbours.items()}
+    scored = {scope: _duplicate_score(item.dup_text, m, found) for scope, m in neighbours.items()}
     scope = max(scored, key=lambda s: scored[s])
     dup_score = scored[scope]
     best = neighbours[scope]
@@ -581,10 +599,12 @@ def _verdict(item: _Item, hallucination, found: dict, passages_missing: int) -> 
     # A match with a lineage sample (b) or a batch sample (a) joins its cluster; a copy of real data has none.
     joins = best["id"] if is_duplicate and scope in ("batch", "lineage") else None
     return raised, {
-        "novelty": novelty(dup_score if any(neighbours.values()) else None),
+        # Novelty stays a similarity (1 − the closest match's), not a probability: it measures diversity.
+        "novelty": novelty(max(_similarity(m) for m in neighbours.values()) if any(neighbours.values()) else None),
         "duplicate_score": round(dup_score, 4),
         "hallucination_score": round(hallucination.score, 4),
-        "neighbours": {**neighbours, "scope": scope},
+        "neighbours": {**{k: m and {**m, "probability": round(scored[k], 4)} for k, m in neighbours.items()},
+                       "scope": scope},
         "joins": joins,
         # The queue's risk order reads this column: the highest score among the flags stored.
         "risk": max((flag.score for flag in raised), default=0.0),

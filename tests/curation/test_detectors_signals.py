@@ -28,7 +28,43 @@ def test_the_pair_model_scores_a_paraphrase_above_a_neighbour_with_other_facts()
     paraphrase = detectors.duplicate_pair_score("A man is playing a guitar.", "A man plays the guitar.")
     neighbour = detectors.duplicate_pair_score("A man is playing a guitar.", "A woman is playing a violin on stage.")
     assert 0.0 <= neighbour < paraphrase <= 1.0
-    assert detectors.duplicate_score(cosine=0.7, jaccard=0.95) == 0.95  # without texts: the old max
+
+
+QA = ("What does chlorophyll do in a leaf?\nChlorophyll in the chloroplasts absorbs red and blue light and reflects "
+      "green, which is why leaves look green. The energy it captures drives the light-dependent reactions, where "
+      "water is split and oxygen is released. The Calvin cycle then uses that energy to fix carbon dioxide into sugar.")
+
+
+def test_a_long_question_and_answer_repeated_is_a_near_duplicate_and_an_unrelated_one_is_not():
+    """Issue 15.4: the model fitted on one-line STS-B pairs alone scored this repeat at 0.23."""
+    reordered = ("What does chlorophyll do in a leaf?\nThe energy chlorophyll captures drives the light-dependent "
+                 "reactions, where water is split and oxygen is released. Chlorophyll in the chloroplasts absorbs red "
+                 "and blue light and reflects green, which is why leaves look green. The Calvin cycle then uses that "
+                 "energy to fix carbon dioxide into sugar.")
+    reworded = QA.replace("What does chlorophyll do in a leaf?", "What is the job of chlorophyll in leaves?")
+    unrelated = ("Why did the Roman Empire split in two?\nThe empire had grown too large to govern from one city, so "
+                 "Diocletian divided its administration between an eastern and a western emperor in 286. Rome and "
+                 "Constantinople then developed separate courts, armies and tax systems.")
+    same_topic = ("How do plants take in carbon dioxide?\nCarbon dioxide enters the leaf through small pores called "
+                  "stomata on its underside. Guard cells open the pores in daylight and close them when the plant "
+                  "is short of water, which also limits how much sugar it can make.")
+    for copy in (QA, reordered, reworded):
+        assert detectors.duplicate_pair_score(QA, copy) >= 0.9, copy
+    assert detectors.duplicate_pair_score(QA, unrelated) < 0.05
+    assert detectors.duplicate_pair_score(QA, same_topic) < 0.5
+
+
+def test_the_probability_from_rows_equals_the_one_from_the_feature_vector():
+    from curation.signals import features, weights
+
+    model = weights.duplicate()
+    a, b = QA, QA.replace("sugar", "glucose")
+    vector = features.pair_features(a, b, cosine=0.97)
+    row = features.duplicate_row(a, b, cosine=0.97)
+    assert detectors.duplicate_probability(vector[None, :])[0] == pytest.approx(detectors.duplicate_probability([row])[0])
+    assert detectors.duplicate_score(cosine=0.97, a=a, b=b) == pytest.approx(float(model.predict([row])[0]))
+    with pytest.raises(ValueError, match="feature columns"):
+        detectors.duplicate_probability(vector[None, :3])
 
 
 def test_consecutive_one_sentence_items_of_one_source_form_one_answer():

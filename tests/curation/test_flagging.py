@@ -123,13 +123,34 @@ def test_a_paraphrase_of_an_earlier_sample_is_a_near_duplicate_in_one_cluster(li
     sample_flag(sample_id=third.pk)
     duplicate = flags[Flag.Kind.NEAR_DUPLICATE]
     assert duplicate.evidence["duplicate_id"] == first.pk and duplicate.evidence["scope"] == "lineage"
-    assert duplicate.score == pytest.approx(1.0, abs=1e-3)
+    # The score is the pair model's calibrated probability; the similarities stay on the card as evidence.
+    assert duplicate.score >= 0.95 and duplicate.evidence["probability"] == duplicate.score
+    assert duplicate.score == pytest.approx(detectors.duplicate_score(
+        cosine=duplicate.evidence["cosine"], a=detectors.duplicate_text(second.question, answer),
+        b=detectors.duplicate_text(first.question, answer)), abs=1e-4)
+    assert duplicate.evidence["cosine"] == pytest.approx(1.0, abs=1e-3)
     assert duplicate.evidence["jaccard"] == pytest.approx(1.0) and duplicate.detector_version == detectors.DUPLICATE_VERSION
     second.refresh_from_db()
     assert second.novelty == pytest.approx(0.0, abs=1e-3)
     cluster = DuplicateCluster.objects.get(lineage=lineage)
     assert cluster.representative_id == first.pk
     assert set(Sample.objects.filter(cluster=cluster).values_list("id", flat=True)) == {first.pk, second.pk, third.pk}
+
+
+def test_an_unrelated_earlier_sample_gives_a_low_probability_and_no_flag(lineage, photosynthesis):
+    first = make_sample(lineage, question="What is photosynthesis?", answer=grounded_answer(photosynthesis),
+                        flagged=False)
+    sample_flag(sample_id=first.pk)
+    other = make_sample(lineage, question="Why did the Roman Empire split in two?",
+                        answer="The empire was too large to govern from one city, so Diocletian divided it between "
+                               "an eastern and a western emperor in 286.", flagged=False)
+    flags = sample_flag(sample_id=other.pk)
+    other.refresh_from_db()
+    assert Flag.Kind.NEAR_DUPLICATE not in {f.kind for f in flags}
+    assert other.neighbours["lineage"]["id"] == first.pk
+    assert other.duplicate_score < 0.05 and other.neighbours["lineage"]["probability"] < 0.05
+    assert other.novelty == pytest.approx(1 - max(m["similarity"] for m in (other.neighbours["lineage"],
+                                                                           other.neighbours["real"])), abs=1e-3)
 
 
 def test_samples_of_any_generation_and_status_count_as_before(lineage, photosynthesis):

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from curation.signals import checks, combiner, features, fitting
+import random
+
+from curation.signals import checks, combiner, features, fitting, long_pairs
 from curation.signals.lm import sentence_lm, token_logprobs
 
 
@@ -56,6 +58,76 @@ def test_duplicate_row_separates_a_paraphrase_from_a_topic_neighbour():
     assert same["word_jaccard"] > other["word_jaccard"] and same["containment"] > other["containment"]
     assert other["number_mismatch"] == 2.0 and same["number_mismatch"] == 0.0
     assert 0 < other["length_ratio"] < same["length_ratio"] <= 1.0
+
+
+def _lcs_table(x, y):
+    table = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
+    for i, a in enumerate(x):
+        for j, b in enumerate(y):
+            table[i + 1][j + 1] = table[i][j] + 1 if a == b else max(table[i][j + 1], table[i + 1][j])
+    return table[-1][-1]
+
+
+def test_the_bit_parallel_lcs_equals_the_dynamic_programme():
+    rng = random.Random(3)
+    for _ in range(500):
+        x = [rng.choice("abcdef") for _ in range(rng.randint(0, 40))]
+        y = [rng.choice("abcdef") for _ in range(rng.randint(0, 70))]
+        assert features.lcs_length(x, y) == _lcs_table(x, y), (x, y)
+
+
+def test_word_order_tells_who_did_what_to_whom():
+    swapped = features.duplicate_row("A man is carrying a dog.", "A dog is carrying a man.", cosine=0.9)
+    same = features.duplicate_row("A man is carrying a dog.", "A man is carrying a dog.", cosine=1.0)
+    assert swapped["word_jaccard"] == same["word_jaccard"] == 1.0  # the same words…
+    assert same["token_order"] == 1.0 and swapped["token_order"] < 0.8  # …not in the same order
+
+
+def test_the_length_gate_tells_a_one_line_pair_from_a_question_and_answer():
+    short = features.duplicate_row("A man plays the guitar.", "A man is playing a guitar.", cosine=0.9)
+    answer = ("What does chlorophyll do? Chlorophyll in the chloroplasts absorbs red and blue light and reflects "
+              "green, which is why leaves look green. The energy it captures drives the light-dependent reactions, "
+              "where water is split and oxygen is released into the air.")
+    long = features.duplicate_row(answer, answer, cosine=1.0)
+    assert short["long"] < 0.05 and long["long"] > 0.95
+    assert long["cosine_long"] == pytest.approx(long["cosine"] * long["long"])
+    assert set(fitting.DUPLICATE_FEATURES) <= set(long)
+
+
+def _source_pairs(n=150):
+    return [long_pairs.SourcePair(f"a{i} sentence.", f"b{i} sentence.", int(i % 3 == 0), 4.5 if i % 3 == 0 else 1.0 + i % 3)
+            for i in range(n)]
+
+
+def test_built_pairs_take_every_sentence_from_their_own_fold_and_are_labelled_by_the_mean_score():
+    pairs = _source_pairs()
+    built = long_pairs.build(pairs, folds=5, per_fold=20, seed=1)
+    assert built == long_pairs.build(pairs, folds=5, per_fold=20, seed=1)  # seeded
+    assert {p.kind for p in built} == set(long_pairs.KINDS) and len(built) == 100
+    for p in built:
+        sources = [int(w[1:]) for w in (p.a + " " + p.b).split() if w[0] in "ab" and w[1:].isdigit()]
+        assert {i % 5 for i in sources} == {p.group % 5}, p  # no sentence of another fold leaks in
+        assert p.label == int(p.score >= long_pairs.POSITIVE_SCORE)
+        assert 3 <= len(p.a.split(".")) - 1 <= 6
+    copies = [p for p in built if p.kind == "near_copy" and p.a == p.b]
+    assert copies and all(p.score == 5.0 and p.label == 1 for p in copies)
+    assert all(p.score == 0.0 and p.label == 0 for p in built if p.kind == "unrelated")
+    with pytest.raises(ValueError, match="per_fold"):
+        long_pairs.build(pairs, per_fold=-1)
+
+
+def test_fit_reports_each_subset_apart_with_a_reliability_table():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=400)
+    y = (x + rng.normal(scale=0.7, size=400) > 0).astype(int)
+    rows = [{"x": float(v)} for v in x]
+    _, cv = fitting.fit_with_cv(rows, list(y), list(range(400)), features=("x",),
+                                subsets={"first": [n < 100 for n in range(400)]})
+    assert cv["first"]["n"] == 100 and 0.5 < cv["first"]["roc_auc"] <= 1.0
+    table = cv["reliability"]
+    assert sum(b["n"] for b in table) == 400
+    # A well-specified logistic model is calibrated out of fold: every well-filled bin within 0.15.
+    assert all(abs(b["mean_p"] - b["observed"]) < 0.15 for b in table if b["n"] >= 30), table
 
 
 def test_logistic_fit_recovers_a_separating_direction_and_gives_probabilities():
