@@ -377,7 +377,7 @@ def _neighbours(items: list[_Item]) -> None:
         if mh_id is not None and mh_jaccard > (lineage or {}).get("similarity", -1.0):
             # A copy the embedding search ranked lower (or an HNSW miss): the lexical match wins.
             lineage = {"kind": "sample", "id": mh_id, "similarity": round(mh_jaccard, 4),
-                       "cosine": round(float(mh_cos or 0.0), 4), "jaccard": round(mh_jaccard, 4)}
+                       "cosine": None if mh_cos is None else round(float(mh_cos), 4), "jaccard": round(mh_jaccard, 4)}
         elif lineage is not None and mh_id == lineage["id"]:
             lineage["jaccard"] = round(mh_jaccard, 4)
         item.neighbours = {"batch": _match("sample", *nearest.get((pk, "batch"), (None, None))),
@@ -452,7 +452,11 @@ def _duplicate_score(text: str, match: dict | None, found: dict) -> float:
         return 0.0
     other = found[(match["kind"], match["id"])]
     other_text = other.text if match["kind"] == "passage" else detectors.duplicate_text(other.question, other.answer)
-    return detectors.duplicate_score(cosine=match.get("cosine") or 0.0, a=text, b=other_text)
+    if match.get("cosine") is None:
+        # A MinHash match stored without its embedding (only the HNSW look-up needs one): embed its text here.
+        a, b = embedder.embed([text, other_text])
+        match["cosine"] = round(float(np.dot(a, b)), 4)
+    return detectors.duplicate_score(cosine=match["cosine"], a=text, b=other_text)
 
 
 def _duplicate_evidence(match: dict, scope: str, score: float, lineage: Lineage, found: dict) -> dict:

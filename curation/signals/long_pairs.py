@@ -12,8 +12,11 @@ least 4, the threshold STS-B's own positives have. Four kinds, in equal shares:
 1. *paraphrase*: every sentence pair is positive, the second text's sentences
    possibly in another order (a long paraphrase);
 2. *near copy*: the first text repeated, some sentences swapped for their STS-B
-   partner and possibly reordered (a long repeat with edits; with one
-   non-paraphrase swapped in, the mean may fall under 4);
+   partner, possibly reordered, and now and then one sentence more on one
+   side (a long repeat with edits; with one non-paraphrase swapped in, the
+   mean may fall under 4). The added sentence does not count in the mean: a
+   copy that says one thing more is still a copy, as in the in-repo domain
+   sets, where a subset of an answer's sentences is a positive;
 3. *mixed*: any k pairs of the fold, as they come (mostly hard negatives: the
    same scenes with details changed);
 4. *unrelated*: sentences of different pairs (score 0).
@@ -91,6 +94,11 @@ def build(pairs: list[SourcePair], *, folds: int = 5, per_fold: int = 60, seed: 
                 values = [pairs[i].value if s else 5.0 for i, s in zip(chosen, swap)]
                 if rng.random() < 0.3:
                     rng.shuffle(b)
+                if rng.random() < 0.3:
+                    # One sentence more on one side (from another pair of the fold): a copy with an addition.
+                    extra = rng.choice([i for i in members if i not in chosen])
+                    side = a if rng.random() < 0.5 else b
+                    side.insert(rng.randint(0, len(side)), pairs[extra].a)
             elif kind == "mixed":
                 chosen = rng.sample(members, k)
                 a = [pairs[i].a for i in chosen]

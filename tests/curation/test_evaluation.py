@@ -41,6 +41,7 @@ def test_near_duplicate_evaluation_on_public_paraphrase_pairs(capsys):
     ('{"a": "x", "b": "y", "label": 1}\n{"a": "x", "b": "y", "label": 0}\nnot json\n', "line 3: not valid JSON"),
     ('{"a": "x", "b": "y", "label": 1}\n{"a": "x", "label": 0}\n', "line 2: missing 'b'"),
     ('{"a": "x", "b": "y", "label": 2}\n', "line 1: 'label' must be 0 or 1"),
+    ('{"a": "x", "b": "y", "label": 1, "score": 7}\n', "line 1: 'score' must be a number from 0 to 5"),
     ('{"a": "x", "b": "y", "label": 1}\n', "both classes are needed"),
 ])
 def test_a_bad_line_is_named_with_its_number(tmp_path, content, message):

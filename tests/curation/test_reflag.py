@@ -12,12 +12,16 @@ from tests.factories import make_sample
 pytestmark = pytest.mark.django_db
 
 ANSWER = "Chlorophyll in the chloroplasts absorbs the light that drives photosynthesis."
+QUESTION = "What does chlorophyll do?"
 
 
 def test_a_run_reflags_every_sample_in_chunks_with_progress(lineage, django_capture_on_commit_callbacks):
     others = iter(["Mitosis makes two identical nuclei.", "Antibodies are made by plasma cells.",
                    "Whales descend from land mammals."])
-    samples = [make_sample(lineage, answer=ANSWER if i % 2 else next(others), flagged=False) for i in range(5)]
+    # The copies repeat question and answer (the factory's default questions differ by a number, which the
+    # pair model rightly reads as a different item).
+    samples = [make_sample(lineage, **(dict(question=QUESTION, answer=ANSWER) if i % 2 else dict(answer=next(others))),
+                           flagged=False) for i in range(5)]
     with django_capture_on_commit_callbacks() as queued:
         run = flag_run_create(lineage=lineage, chunk_size=2)
     assert len(queued) >= 1 and run.total == 5 and run.status == FlagRun.Status.QUEUED
@@ -66,8 +70,12 @@ def test_a_new_threshold_takes_effect_after_reflagging(lineage):
 
 
 def test_the_card_shows_the_cluster_and_the_highlighted_sentence(reviewer_client, lineage):
-    first = make_sample(lineage, answer=ANSWER, flagged=False)
-    second = make_sample(lineage, question=first.question, answer=ANSWER + " The Moon is made of green cheese.",
+    # A three-sentence answer repeated with one invented sentence more: a near-duplicate (P 0.99) and a
+    # hallucination. (A one-sentence answer plus a sentence as long is a different item to the pair model.)
+    answer = (ANSWER + " It sits in the thylakoid membranes of the chloroplast. It reflects green light, which is "
+              "why leaves look green.")
+    first = make_sample(lineage, answer=answer, flagged=False)
+    second = make_sample(lineage, question=first.question, answer=answer + " The Moon is made of green cheese.",
                          flagged=False)
     Lineage.objects.filter(pk=lineage.pk).update(duplicate_threshold=0.8)
     sample_flag(sample_id=first.pk)

@@ -108,7 +108,7 @@ def test_built_pairs_take_every_sentence_from_their_own_fold_and_are_labelled_by
         sources = [int(w[1:]) for w in (p.a + " " + p.b).split() if w[0] in "ab" and w[1:].isdigit()]
         assert {i % 5 for i in sources} == {p.group % 5}, p  # no sentence of another fold leaks in
         assert p.label == int(p.score >= long_pairs.POSITIVE_SCORE)
-        assert 3 <= len(p.a.split(".")) - 1 <= 6
+        assert 3 <= len(p.a.split(".")) - 1 <= 7  # k sentences, one more on a near copy now and then
     copies = [p for p in built if p.kind == "near_copy" and p.a == p.b]
     assert copies and all(p.score == 5.0 and p.label == 1 for p in copies)
     assert all(p.score == 0.0 and p.label == 0 for p in built if p.kind == "unrelated")
