@@ -38,6 +38,7 @@ def test_the_card_shows_the_sample_with_its_flag_evidence(reviewer_client, linea
     assert f'id="sample-{sample.pk}"' in html
     assert "Why do leaves look green?" in html
     assert "Near-duplicate of sample 999" in html and "Why are leaves green?" in html
+    assert "P(duplicate) 0.95" in html  # the flag's score is the pair model's probability
 
 
 def test_an_htmx_decision_returns_the_next_card_only(reviewer_client, lineage, reviewer):
