@@ -1,0 +1,202 @@
+"""A lineage's own flag models, fitted on its reviewers' decisions, and the lineage page that shows and offers them."""
+import numpy as np
+import pytest
+from django.urls import reverse
+
+from curation import detectors
+from curation.models import Flag, FlagRun, LineageFit, Review, Sample
+from curation.services import flagging
+from curation.services.auto_review import system_reviewer
+from curation.services.lineage_fit import lineage_fit_request, lineage_fit_run
+from curation.services.reflag import flag_run_chunk
+from curation.services.review import sample_decide
+from curation.signals import lineage as lineage_signals
+from curation.signals import weights as default_weights
+from tests.factories import make_lineage, make_sample
+
+pytestmark = pytest.mark.django_db
+
+PLACES = ["bridge", "library", "museum", "harbour", "observatory", "railway station", "hospital", "theatre",
+          "university", "lighthouse", "aquarium", "cathedral", "stadium", "botanical garden", "power plant",
+          "zoo", "airport", "market hall", "town hall", "opera house"]
+
+
+# ----------------------------------------------------------------------------- the comparison, on plain arrays
+
+
+def _decided(n: int, *, follow: str, seed: int = 0) -> list[lineage_signals.Decided]:
+    """Samples whose label follows feature `follow`; the default's score is feature "a" (noise when follow is "b")."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.normal(), rng.normal()
+        label = int((a if follow == "a" else b) + 0.3 * rng.normal() > 0)
+        row = {"a": a, "b": b}
+        out.append(lineage_signals.Decided(label, i % 7, row, [row], float(1 / (1 + np.exp(-a)))))
+    return out
+
+
+def test_a_fit_that_follows_a_feature_the_default_ignores_is_adopted_with_its_reliability():
+    result = lineage_signals.compare(decided=_decided(120, follow="b"), features=("a", "b"), min_decisions=50,
+                                     min_per_class=10, margin=0.01)
+    assert result.adopted and result.lineage_auc > 0.85 and result.default_auc < 0.65
+    assert result.lineage_brier < result.default_brier
+    assert sum(b["n"] for b in result.reliability) == 120
+    assert all(b["low"] <= b["predicted"] <= b["high"] for b in result.reliability)
+    assert result.model.coef[1] > abs(result.model.coef[0]), "the fit leans on the feature the decisions follow"
+
+
+def test_a_fit_that_only_matches_the_default_or_has_too_few_decisions_is_not_adopted():
+    same = lineage_signals.compare(decided=_decided(120, follow="a"), features=("a", "b"), min_decisions=50,
+                                   min_per_class=10, margin=0.01)
+    assert not same.adopted and "does not beat the default" in same.reason and same.model is not None
+    few = lineage_signals.compare(decided=_decided(30, follow="b"), features=("a", "b"), min_decisions=50,
+                                  min_per_class=10, margin=0.01)
+    assert not few.adopted and "a fit needs 50 decisions" in few.reason and few.lineage_auc is not None
+    one_class = [d for d in _decided(40, follow="b") if d.label == 1]
+    none = lineage_signals.compare(decided=one_class, features=("a", "b"), min_decisions=2, min_per_class=2,
+                                   margin=0.0)
+    assert not none.adopted and none.lineage_auc is None and "too few to cross-validate" in none.reason
+
+
+# ----------------------------------------------------------------------------- a lineage, end to end
+
+
+@pytest.fixture
+def small_fits(settings):
+    settings.OUROBOROS = {**settings.OUROBOROS, "LINEAGE_FIT_MIN_DECISIONS": 20, "LINEAGE_FIT_MIN_PER_CLASS": 6}
+
+
+def _numbers_lineage(reviewer):
+    """Pairs of answers about one place: a later one either repeats the facts in other words (its reviewer rejects it
+    as a duplicate) or says the same words with another number (accepted: a different fact). The default scores
+    max(cosine, Jaccard) and ranks the second kind higher (MiniLM cosine about 0.98 against 0.88); the pair
+    features see the numbers."""
+    lineage = make_lineage(passages=6, duplicate_threshold=0.8)
+    passages = list(lineage.passages.order_by("id"))
+    firsts, laters = [], []
+    for i, place in enumerate(PLACES):
+        year, staff = 1890 + 3 * i, 40 + 7 * i
+        passage = passages[i % len(passages)]
+        firsts.append(make_sample(lineage, question=f"When did the {place} open?", flagged=False, passage=passage,
+                                  answer=f"The {place} opened in {year} with {staff} staff."))
+    for i, place in enumerate(PLACES):
+        year, staff = 1890 + 3 * i, 40 + 7 * i
+        passage = passages[i % len(passages)]
+        repeat = i % 2 == 0
+        answer = (f"Its doors first opened to visitors back in {year}; {staff} people worked there."
+                  if repeat else f"The {place} opened in {year} with {staff + 1} staff.")
+        laters.append((make_sample(lineage, question=f"When did the {place} open?", answer=answer, flagged=False,
+                                   passage=passage), repeat))
+    flagging.samples_flag(sample_ids=[s.pk for s in firsts] + [s.pk for s, _ in laters])
+    for sample, repeat in laters:
+        sample.refresh_from_db()
+        sample_decide(sample=sample, reviewer=reviewer, decision=Review.Decision.REJECT if repeat else "accept",
+                      reason="duplicate" if repeat else "")
+    # The system reviewer rejects the first answers for hallucination: the flags' own output, to be left out.
+    robot = system_reviewer()
+    for sample in firsts[:8]:
+        sample.refresh_from_db()
+        review = sample_decide(sample=sample, reviewer=robot, decision=Review.Decision.REJECT, reason="hallucination")
+        Review.objects.filter(pk=review.pk).update(system=True)
+    return lineage, laters
+
+
+def test_a_lineage_fit_on_decisions_the_default_ignores_is_adopted_offers_a_reflag_and_changes_the_scores(
+        small_fits, curator_client, reviewer, django_capture_on_commit_callbacks):
+    lineage, laters = _numbers_lineage(reviewer)
+    before = {s.pk: Sample.objects.get(pk=s.pk).duplicate_score for s, _ in laters}
+
+    with django_capture_on_commit_callbacks() as queued:
+        response = curator_client.post(reverse("lineage-fits", args=[lineage.slug]), HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and "Fitting both flag models" in response.content.decode()
+    assert 'hx-trigger="every 2s"' in response.content.decode(), "the panel polls while the fits run"
+    fits = list(LineageFit.objects.filter(lineage=lineage, status=LineageFit.Status.QUEUED))
+    assert len(queued) == 2 and {f.kind for f in fits} == {Flag.Kind.HALLUCINATION, Flag.Kind.NEAR_DUPLICATE}
+    for fit in fits:  # what the two queued tasks do on a worker
+        assert lineage_fit_run(fit_id=fit.pk).status == LineageFit.Status.DONE
+        assert lineage_fit_run(fit_id=fit.pk) is None, "a second delivery finds it done"
+
+    dup = LineageFit.objects.get(lineage=lineage, kind=Flag.Kind.NEAR_DUPLICATE)
+    assert dup.decisions == len(laters) and dup.positives == sum(r for _, r in laters)
+    assert dup.left_out["system reviewer"] == 8, "the system reviewer's decisions are left out"
+    assert dup.adopted and dup.lineage_auc > dup.default_auc + 0.2, dup.reason
+    assert dup.detector_version == f"{detectors.DUPLICATE_VERSION}+lineage{dup.pk}"
+    assert dup.previous_version == detectors.DUPLICATE_VERSION and dup.model["features"] == list(
+        default_weights.duplicate().features)
+    halluc = LineageFit.objects.get(lineage=lineage, kind=Flag.Kind.HALLUCINATION)
+    assert not halluc.adopted and halluc.decisions == 10 and halluc.positives == 0
+    assert halluc.detector_version == detectors.HALLUCINATION_VERSION
+
+    page = curator_client.get(reverse("lineage-detail", args=[lineage.slug])).content.decode()
+    assert f"{dup.lineage_auc:.3f}" in page and f"{dup.default_auc:.3f}" in page
+    assert f"{dup.decisions} ({dup.positives} rejected)" in page and "8 system reviewer" in page
+    assert "Adopted" in page and "Not adopted: 10 decisions (0 rejected, 10 accepted)" in page
+    assert "too few to cross-validate" in page and 'id="reflag-offer"' in page
+    assert not FlagRun.objects.filter(lineage=lineage).exists(), "a fit offers a re-flag; it does not start one"
+
+    with django_capture_on_commit_callbacks():
+        response = curator_client.post(reverse("lineage-reflag", args=[lineage.slug]), HTTP_HX_REQUEST="true")
+    run = FlagRun.objects.get(lineage=lineage)
+    assert f"run {run.pk}" in response.content.decode() and 'id="reflag-offer"' not in response.content.decode()
+    while flag_run_chunk(run_id=run.pk):
+        pass
+    after = {s.pk: Sample.objects.get(pk=s.pk) for s, _ in laters}
+    assert {s.detector_version for s in after.values()} == {f"{dup.detector_version}+{detectors.HALLUCINATION_VERSION}"}
+    repeats = [after[s.pk].duplicate_score for s, r in laters if r]
+    renumbered = [after[s.pk].duplicate_score for s, r in laters if not r]
+    assert np.mean([before[s.pk] for s, r in laters if r]) < np.mean([before[s.pk] for s, r in laters if not r])
+    assert np.mean(repeats) > np.mean(renumbered), "the lineage's model now ranks its reviewers' duplicates first"
+    flag = Flag.objects.filter(sample__lineage=lineage, kind=Flag.Kind.NEAR_DUPLICATE).first()
+    assert flag is None or flag.detector_version == dup.detector_version
+
+
+def test_an_adopted_hallucination_fit_scores_flags_under_its_own_version(lineage):
+    features = default_weights.hallucination(with_lm=False).features
+    model = {"features": list(features), "mean": [0.0] * len(features), "scale": [1.0] * len(features),
+             "coef": [0.0] * len(features), "intercept": float(np.log(0.8 / 0.2)), "provenance": "test"}
+    fit = LineageFit.objects.create(lineage=lineage, kind=Flag.Kind.HALLUCINATION, status=LineageFit.Status.DONE,
+                                    adopted=True, model=model, default_version=detectors.HALLUCINATION_VERSION,
+                                    previous_version=detectors.HALLUCINATION_VERSION,
+                                    detector_version=f"{detectors.HALLUCINATION_VERSION}+lineage7")
+    sample = make_sample(lineage, answer="Chlorophyll absorbs light. The Moon is made of cheese.", flagged=False,
+                         alt_answers=["Plants are green because of chlorophyll."])
+    [flag] = [f for f in flagging.sample_flag(sample_id=sample.pk) if f.kind == Flag.Kind.HALLUCINATION]
+    sample.refresh_from_db()
+    assert flag.score == pytest.approx(0.8, abs=1e-4), "the lineage model's probability is the score, unmixed"
+    assert flag.detector_version == fit.detector_version == flag.evidence["detector"]
+    assert sample.detector_version.endswith("+lineage7")
+    LineageFit.objects.create(lineage=lineage, kind=Flag.Kind.HALLUCINATION, status=LineageFit.Status.DONE,
+                              adopted=False, default_version=detectors.HALLUCINATION_VERSION,
+                              detector_version=detectors.HALLUCINATION_VERSION)
+    flagging.sample_flag(sample_id=sample.pk)
+    sample.refresh_from_db()
+    assert sample.detector_version == flagging.DETECTOR_VERSION, "a later fit that is not adopted restores the default"
+
+
+def test_the_fits_panel_escapes_everything_and_refuses_reviewers(curator_client, client, reviewer):
+    lineage = make_lineage(passages=2, name="<script>alert('name')</script>")
+    LineageFit.objects.create(lineage=lineage, kind=Flag.Kind.NEAR_DUPLICATE, status=LineageFit.Status.DONE,
+                              reason="<b>bold</b> reason", left_out={"<i>why</i>": 2},
+                              detector_version="dup<em>x</em>", previous_version="dup")
+    LineageFit.objects.create(lineage=lineage, kind=Flag.Kind.NEAR_DUPLICATE, status=LineageFit.Status.FAILED,
+                              last_error="<img src=x onerror=alert(1)>")
+    for url in (reverse("lineage-detail", args=[lineage.slug]), reverse("lineage-fits", args=[lineage.slug])):
+        html = curator_client.get(url).content.decode()
+        for raw in ("<script>alert(", "<b>bold", "<i>why", "<em>x", "<img src=x"):
+            assert raw not in html, (url, raw)
+        assert "&lt;b&gt;bold&lt;/b&gt; reason" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+        assert 'id="reflag-offer"' in html, "a finished fit that changed the version offers a re-flag"
+    client.force_login(reviewer)
+    assert client.post(reverse("lineage-fits", args=[lineage.slug])).status_code == 403
+    assert client.post(reverse("lineage-reflag", args=[lineage.slug])).status_code == 403
+    assert not LineageFit.objects.filter(lineage=lineage, status=LineageFit.Status.QUEUED).exists()
+
+
+def test_a_second_fit_is_refused_while_one_runs(lineage, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks():
+        lineage_fit_request(lineage=lineage)
+    from curation.services.lineage_fit import LineageFitError
+
+    with pytest.raises(LineageFitError, match="already being fitted"):
+        lineage_fit_request(lineage=lineage)
