@@ -200,3 +200,22 @@ def test_a_second_fit_is_refused_while_one_runs(lineage, django_capture_on_commi
 
     with pytest.raises(LineageFitError, match="already being fitted"):
         lineage_fit_request(lineage=lineage)
+
+
+def test_the_api_shows_the_fits_and_fits_now(curator, lineage, django_capture_on_commit_callbacks):
+    from tests.api.conftest import token_client
+
+    LineageFit.objects.create(lineage=lineage, kind=Flag.Kind.HALLUCINATION, status=LineageFit.Status.DONE,
+                              decisions=64, positives=20, lineage_auc=0.81, default_auc=0.74, adopted=True,
+                              detector_version=f"{detectors.HALLUCINATION_VERSION}+lineage3",
+                              previous_version=detectors.HALLUCINATION_VERSION)
+    api = token_client(curator)
+    url = reverse("api-lineage-flag-fits", args=[lineage.slug])
+    body = api.get(url).json()
+    [halluc] = [k for k in body["kinds"] if k["kind"] == Flag.Kind.HALLUCINATION]
+    assert halluc["deciding"]["lineage_auc"] == 0.81 and halluc["deciding"]["default_auc"] == 0.74
+    assert halluc["deciding"]["decisions"] == 64 and body["reflag_offered"] is True and body["fitting"] is False
+    with django_capture_on_commit_callbacks() as queued:
+        response = api.post(url)
+    assert response.status_code == 202 and response.json()["fitting"] is True and len(queued) == 2
+    assert api.post(url).status_code == 409
