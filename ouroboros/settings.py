@@ -321,6 +321,8 @@ OUROBOROS = {
     "LINEAGE_FIT_MIN_PER_CLASS": envint("OUROBOROS_LINEAGE_FIT_MIN_PER_CLASS", 10, minimum=2),
     "LINEAGE_FIT_MARGIN": envfloat("OUROBOROS_LINEAGE_FIT_MARGIN", 0.01),
     "LINEAGE_FIT_FOLDS": envint("OUROBOROS_LINEAGE_FIT_FOLDS", 5, minimum=2),
+    # The latest decisions a fit uses (each hallucination decision costs an embedding of its sentences).
+    "LINEAGE_FIT_MAX_DECISIONS": envint("OUROBOROS_LINEAGE_FIT_MAX_DECISIONS", 2000, minimum=2),
     "HEALTH_WORKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_WORKER_TIMEOUT", 1.0),
     "HEALTH_BROKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_BROKER_TIMEOUT", 1.0),
     # Training-set exports: a claimed export whose worker has not reported progress

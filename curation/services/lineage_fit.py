@@ -100,8 +100,13 @@ def lineage_fit_fail(*, fit_id: int, reason: str) -> None:
 # ----------------------------------------------------------------------------- decisions and their features
 
 
-def lineage_decisions(*, lineage: Lineage, kind: str) -> tuple[dict[int, int], dict[str, int]]:
-    """The lineage's standing decisions for a kind: {sample id: label}, and how many were left out by why."""
+def lineage_decisions(*, lineage: Lineage, kind: str, limit: int | None = None) -> tuple[dict[int, int], dict[str, int]]:
+    """The lineage's standing decisions for a kind: {sample id: label}, and how many were left out by why.
+
+    With `limit`, the latest that many (by sample id) are kept, and the older ones counted as left out: the
+    fit's cost grows with them (hallucination features are recomputed), and recent reviews say most about
+    what the lineage's reviewers want now.
+    """
     standing = (Review.objects.filter(sample__lineage=lineage, overlap=False, undone_by__isnull=True)
                 .exclude(decision=Review.Decision.UNDO)
                 .order_by("sample_id", "-created_at", "-id").distinct("sample_id")
@@ -121,14 +126,18 @@ def lineage_decisions(*, lineage: Lineage, kind: str) -> tuple[dict[int, int], d
             labels[sample_id] = 1
         else:
             left_out["other reason"] += 1
+    if limit is not None and len(labels) > limit:
+        kept = sorted(labels)[-limit:]
+        left_out["older"] = len(labels) - limit
+        labels = {pk: labels[pk] for pk in kept}
     return labels, left_out
 
 
 def _hallucination_decided(samples: list[Sample], labels: dict[int, int]) -> list[lineage_signals.Decided]:
+    from curation.services import flagging
+
     decided = []
     for start in range(0, len(samples), RESCORE_BATCH):
-        from curation.services import flagging
-
         results = flagging.samples_hallucination_rescore(samples=samples[start : start + RESCORE_BATCH])
         for sample in samples[start : start + RESCORE_BATCH]:
             result = results.get(sample.pk)
@@ -196,12 +205,12 @@ def lineage_fit_run(*, fit_id: int) -> LineageFit | None:
     fit = LineageFit.objects.select_related("lineage").get(pk=fit_id)
     lineage, kind = fit.lineage, fit.kind
     previous = selectors.lineage_fitted_models(lineage_id=lineage.pk).get(kind)
-    labels, left_out = lineage_decisions(lineage=lineage, kind=kind)
+    options = settings.OUROBOROS
+    labels, left_out = lineage_decisions(lineage=lineage, kind=kind, limit=options["LINEAGE_FIT_MAX_DECISIONS"])
     samples = list(Sample.objects.filter(pk__in=labels).select_related("lineage", "parent").order_by("id"))
     decided = (_hallucination_decided if kind == Flag.Kind.HALLUCINATION else _duplicate_decided)(samples, labels)
     left_out["no features"] = len(labels) - len(decided)
     features = _default_features(kind, lineage)
-    options = settings.OUROBOROS
     comparison = lineage_signals.compare(
         decided=decided, features=features, min_decisions=options["LINEAGE_FIT_MIN_DECISIONS"],
         min_per_class=options["LINEAGE_FIT_MIN_PER_CLASS"], margin=options["LINEAGE_FIT_MARGIN"],

@@ -219,3 +219,32 @@ def test_the_api_shows_the_fits_and_fits_now(curator, lineage, django_capture_on
         response = api.post(url)
     assert response.status_code == 202 and response.json()["fitting"] is True and len(queued) == 2
     assert api.post(url).status_code == 409
+
+
+def test_only_standing_decisions_of_people_count(lineage, reviewer):
+    from curation.services.lineage_fit import lineage_decisions
+    from curation.services.review import review_undo
+    from tests.factories import REVIEWER, make_user
+
+    made = [make_sample(lineage) for _ in range(7)]
+    sample_decide(sample=made[0], reviewer=reviewer, decision="accept")
+    sample_decide(sample=made[1], reviewer=reviewer, decision="reject", reason="duplicate")
+    sample_decide(sample=made[2], reviewer=reviewer, decision="reject", reason="off-topic")
+    sample_decide(sample=made[3], reviewer=reviewer, decision="edit", edited_answer="A better answer.")
+    review = sample_decide(sample=made[4], reviewer=system_reviewer(), decision="reject", reason="duplicate")
+    Review.objects.filter(pk=review.pk).update(system=True)
+    sample_decide(sample=made[5], reviewer=reviewer, decision="reject", reason="duplicate")
+    made[5].refresh_from_db()
+    # A second, blind review says reject; the first reviewer's accept stands.
+    Sample.objects.filter(pk=made[0].pk).update(double_review=True)
+    sample_decide(sample=Sample.objects.get(pk=made[0].pk), reviewer=make_user("otto", REVIEWER), decision="reject",
+                  reason="duplicate", overlap=True)
+    sample_decide(sample=made[6], reviewer=reviewer, decision="reject", reason="duplicate")
+    review_undo(reviewer=reviewer, lineage=lineage)  # undoes made[6]: pending again, no decision
+    labels, left_out = lineage_decisions(lineage=lineage, kind=Flag.Kind.NEAR_DUPLICATE)
+    assert labels == {made[0].pk: 0, made[1].pk: 1, made[5].pk: 1}
+    assert left_out == {"system reviewer": 1, "edited": 1, "other reason": 1}
+    latest, _ = lineage_decisions(lineage=lineage, kind=Flag.Kind.NEAR_DUPLICATE, limit=2)
+    assert latest == {made[1].pk: 1, made[5].pk: 1}
+    halluc, _ = lineage_decisions(lineage=lineage, kind=Flag.Kind.HALLUCINATION)
+    assert halluc == {made[0].pk: 0}
