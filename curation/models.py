@@ -464,6 +464,11 @@ class LineageFit(models.Model):
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 
     @property
+    def left_out_text(self) -> str:
+        """The decisions not used, by why, e.g. "8 system reviewer, 2 edited" (kinds with none omitted)."""
+        return ", ".join(f"{count} {why}" for why, count in (self.left_out or {}).items() if count)
+
+    @property
     def changes_version(self) -> bool:
         return self.status == self.Status.DONE and self.detector_version != self.previous_version
 

@@ -145,5 +145,5 @@ def compare(*, decided: list[Decided], features: tuple[str, ...], min_decisions:
         result.reason = f"{counted}: the lineage fit does not beat the default by more than {margin:.2f} ({figures})"
     else:
         result.adopted = True
-        result.reason = f"{counted}: adopted ({figures})"
+        result.reason = f"{counted}: the lineage fit beats the default ({figures})"
     return result

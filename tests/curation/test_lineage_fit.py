@@ -128,9 +128,11 @@ def test_a_lineage_fit_on_decisions_the_default_ignores_is_adopted_offers_a_refl
     assert not halluc.adopted and halluc.decisions == 10 and halluc.positives == 0
     assert halluc.detector_version == detectors.HALLUCINATION_VERSION
 
+    polled = curator_client.get(reverse("lineage-fits", args=[lineage.slug]), HTTP_HX_REQUEST="true")
+    assert polled.status_code == 286, "no fit runs: the panel tells htmx to stop polling"
     page = curator_client.get(reverse("lineage-detail", args=[lineage.slug])).content.decode()
     assert f"{dup.lineage_auc:.3f}" in page and f"{dup.default_auc:.3f}" in page
-    assert f"{dup.decisions} ({dup.positives} rejected)" in page and "8 system reviewer" in page
+    assert f"{dup.decisions} ({dup.positives} rejected)" in page and "left out: 8 system reviewer" in page
     assert "Adopted" in page and "Not adopted: 10 decisions (0 rejected, 10 accepted)" in page
     assert "too few to cross-validate" in page and 'id="reflag-offer"' in page
     assert not FlagRun.objects.filter(lineage=lineage).exists(), "a fit offers a re-flag; it does not start one"
