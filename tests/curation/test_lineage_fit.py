@@ -250,3 +250,33 @@ def test_only_standing_decisions_of_people_count(lineage, reviewer):
     assert latest == {made[1].pk: 1, made[5].pk: 1}
     halluc, _ = lineage_decisions(lineage=lineage, kind=Flag.Kind.HALLUCINATION)
     assert halluc == {made[0].pk: 0}
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_fit_now_runs_on_a_real_curation_worker(curator_client, reviewer, tmp_path):
+    from ouroboros.celery import app
+    from tests.support.processes import CeleryProcess, wait_for
+
+    lineage = make_lineage(passages=3)
+    samples = [make_sample(lineage, answer=f"Chlorophyll absorbs light, item {i}.", passage=p, flagged=False)
+               for i, p in enumerate(list(lineage.passages.all()) * 2)]
+    for i, sample in enumerate(samples):
+        sample_decide(sample=sample, reviewer=reviewer, decision="accept" if i % 2 else "reject",
+                      reason="" if i % 2 else "hallucination")
+    app.control.purge()  # nothing left over from other tests may reach this worker
+    worker = CeleryProcess.worker("lineagefit", tmp_path, queues="curation")
+    try:
+        assert curator_client.post(reverse("lineage-fits", args=[lineage.slug])).status_code == 302
+        wait_for(lambda: not LineageFit.objects.filter(lineage=lineage, status__in=["queued", "running"]).exists(),
+                 timeout=180, what="the fits", processes=[worker])
+    finally:
+        worker.stop()
+    halluc = LineageFit.objects.get(lineage=lineage, kind=Flag.Kind.HALLUCINATION)
+    assert halluc.status == LineageFit.Status.DONE, halluc.last_error
+    assert halluc.decisions == 6 and halluc.positives == 3 and not halluc.adopted
+    assert halluc.lineage_auc is not None and "a fit needs 50 decisions" in halluc.reason
+    dup = LineageFit.objects.get(lineage=lineage, kind=Flag.Kind.NEAR_DUPLICATE)
+    # These samples were never flagged, so they have no stored candidate matches to fit on.
+    assert dup.status == LineageFit.Status.DONE and dup.decisions == 0 and dup.left_out["no features"] == 3
+    assert "too few" in dup.reason
