@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from curation import detectors, embedder, lexical, selectors
 from curation.hallucination import Reference, answer_sentences, chunk_passage
+from curation.signals import checks
 from curation.models import DuplicateCluster, Flag, Lineage, PassageChunk, Sample, SourcePassage
 from curation.similarity import novelty
 
@@ -722,7 +723,9 @@ def samples_hallucination_rescore(*, samples: list[Sample]) -> dict[int, "detect
         parent = item.sample.parent
         item.parent_texts = chunk_passage(f"{parent.question} {parent.answer}") if parent is not None else []
         texts += [*item.sentences, *item.parent_texts]
-    vectors = embedder.embed(texts) if texts else np.zeros((0, 0))
+    # One encode call: the scorer's own embeds (alternatives, self-contained sentences) then hit the cache.
+    extra = [t for item in items for t in (*item.alternatives, *checks.decontextualise(item.sentences))]
+    vectors = embedder.embed(texts + extra) if texts else np.zeros((0, 0))
     start = 0
     for item in items:
         item.sentence_vecs = vectors[start : start + len(item.sentences)]

@@ -19,7 +19,8 @@ in flagging too.
 
 `compare` cross-validates the lineage model over groups and scores the default
 on the same samples. The lineage model is adopted only when there are enough
-decisions of each class and its out-of-fold ROC-AUC beats the default's.
+decisions of each class, its out-of-fold ROC-AUC beats the default's and its
+Brier score is no worse.
 """
 from __future__ import annotations
 
@@ -97,8 +98,10 @@ def compare(*, decided: list[Decided], features: tuple[str, ...], min_decisions:
     3. Both ROC-AUCs and Brier scores on the same samples; the lineage model's
        binned reliability (its out-of-fold probabilities against the rates).
     4. The model fitted on every decision; adopted only with at least
-       `min_decisions` decisions, `min_per_class` of each class, and an
-       out-of-fold ROC-AUC above the default's by more than `margin`.
+       `min_decisions` decisions, `min_per_class` of each class, an
+       out-of-fold ROC-AUC above the default's by more than `margin`, and an
+       out-of-fold Brier score no worse than the default's (adopted, its
+       probability is the flag's score, so it must be as well calibrated).
     """
     labels = [d.label for d in decided]
     n, positives = len(labels), sum(labels)
@@ -143,6 +146,10 @@ def compare(*, decided: list[Decided], features: tuple[str, ...], min_decisions:
         result.reason = f"{counted}: {enough} ({figures})"
     elif result.lineage_auc <= result.default_auc + margin:
         result.reason = f"{counted}: the lineage fit does not beat the default by more than {margin:.2f} ({figures})"
+    elif result.lineage_brier > result.default_brier:
+        # Adopted, its probability becomes the score: it must be at least as well calibrated as what it replaces.
+        result.reason = (f"{counted}: the lineage fit ranks better ({figures}) but its probabilities are worse "
+                         f"calibrated (Brier {result.lineage_brier:.3f} against {result.default_brier:.3f})")
     else:
         result.adopted = True
         result.reason = f"{counted}: the lineage fit beats the default ({figures})"

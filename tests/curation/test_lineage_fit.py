@@ -59,6 +59,21 @@ def test_a_fit_that_only_matches_the_default_or_has_too_few_decisions_is_not_ado
     assert not none.adopted and none.lineage_auc is None and "too few to cross-validate" in none.reason
 
 
+def test_a_fit_that_ranks_better_but_is_worse_calibrated_is_not_adopted():
+    """Twelve noise features and a weak signal on 60 decisions: the fit overfits. Its ranking edges past a
+    constant default, but its probabilities (which would become the scores) are worse than the base rate."""
+    rng = np.random.default_rng(0)
+    decided = []
+    for i in range(60):
+        row = {f"noise{j}": rng.normal() for j in range(12)}
+        row["signal"] = rng.normal()
+        decided.append(lineage_signals.Decided(int(0.6 * row["signal"] + rng.normal() > 0), i % 6, row, [row], 0.5))
+    result = lineage_signals.compare(decided=decided, features=tuple(sorted(decided[0].row)), min_decisions=50,
+                                     min_per_class=10, margin=0.01)
+    assert result.lineage_auc > result.default_auc + 0.01 and result.lineage_brier > result.default_brier
+    assert not result.adopted and "worse calibrated" in result.reason
+
+
 # ----------------------------------------------------------------------------- a lineage, end to end
 
 
