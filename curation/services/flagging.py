@@ -619,7 +619,10 @@ def _verdict(item: _Item, hallucination, found: dict, passages_missing: int) -> 
     # A match with a lineage sample (b) or a batch sample (a) joins its cluster; a copy of real data has none.
     joins = best["id"] if is_duplicate and scope in ("batch", "lineage") else None
     return raised, {
-        "novelty": novelty(dup_score if any(neighbours.values()) else None),
+        # Novelty stays 1 − the highest similarity (the default's score), whatever model flags duplicates.
+        "novelty": novelty((dup_score if Flag.Kind.NEAR_DUPLICATE not in item.fitted
+                            else max(_duplicate_score(m) for m in neighbours.values()))
+                           if any(neighbours.values()) else None),
         "duplicate_score": round(dup_score, 4),
         "hallucination_score": round(hallucination.score, 4),
         "neighbours": {**neighbours, "scope": scope},

@@ -164,6 +164,8 @@ def test_a_lineage_fit_on_decisions_the_default_ignores_is_adopted_offers_a_refl
     renumbered = [after[s.pk].duplicate_score for s, r in laters if not r]
     assert np.mean([before[s.pk] for s, r in laters if r]) < np.mean([before[s.pk] for s, r in laters if not r])
     assert np.mean(repeats) > np.mean(renumbered), "the lineage's model now ranks its reviewers' duplicates first"
+    assert all(after[pk].novelty == pytest.approx(1 - before[pk], abs=1e-3) for pk in before), \
+        "novelty stays 1 - the similarity, whatever scores the duplicates"
     flag = Flag.objects.filter(sample__lineage=lineage, kind=Flag.Kind.NEAR_DUPLICATE).first()
     assert flag is None or flag.detector_version == dup.detector_version
 
