@@ -135,7 +135,8 @@ def lm_source(candidates: list[list[Reference]], *, limit_chars: int | None = No
 
 
 def hallucination_score(*, sentences: list[str], sentence_vecs: np.ndarray, candidates: list[list[Reference]],
-                        alternatives: list[str], use_lm: bool | None = None) -> HallucinationResult:
+                        alternatives: list[str], use_lm: bool | None = None,
+                        model: Model | None = None) -> HallucinationResult:
     """Score an answer's sentences against retrieved references and the student's other answers.
 
     Every sentence gets a feature row (`curation.signals.features`); the
@@ -144,6 +145,12 @@ def hallucination_score(*, sentences: list[str], sentence_vecs: np.ndarray, cand
     mixed with 1 − consistency (HALLUCINATION_GROUNDING_WEIGHT), since no public
     set with alternatives exists to fit that part on. The answer's score is its
     riskiest sentence's probability.
+
+    `model`: a lineage's own model (`services.lineage_fit`), fitted on its
+    reviewers' decisions; its probability is the risk as it stands (it was
+    fitted and calibrated on the decisions, alternatives or not). It is used
+    only if the rows carry every feature it reads; `result.model` says which
+    model scored.
     """
     if use_lm is None:
         use_lm = settings.OUROBOROS.get("LM_GROUNDING", False)
@@ -178,14 +185,16 @@ def hallucination_score(*, sentences: list[str], sentence_vecs: np.ndarray, cand
                                                 alternatives=[a for a in alternatives if a and a.strip()])
     rows = features.hallucination_rows(sentences=sentences, cosine=cos, coverage=cov,
                                        consistency=[b.consistency for b in base], source=source, lm=lm_signals)
-    try:
-        model = default_weights.hallucination(with_lm=lm_signals is not None)
-    except LookupError:  # before the first `fit_flags --write`: the unfitted support stands in
-        model = None
+    own = model is not None and all(f in row for row in rows for f in model.features)
+    if not own:
+        try:
+            model = default_weights.hallucination(with_lm=lm_signals is not None)
+        except LookupError:  # before the first `fit_flags --write`: the unfitted support stands in
+            model = None
     probabilities = ([float(p) for p in model.predict(rows)] if model else [b.risk for b in base]) if rows else []
     scores = []
     for sentence, b, p in zip(sentences, base, probabilities):
-        risk = p if b.consistency is None else w.grounding * p + (1.0 - w.grounding) * (1.0 - b.consistency)
+        risk = p if own or b.consistency is None else w.grounding * p + (1.0 - w.grounding) * (1.0 - b.consistency)
         scores.append(SentenceScore(sentence, b.grounding, b.consistency, float(1.0 - risk), b.best))
     return HallucinationResult(sample_score(scores), scores, rows, probabilities, model)
 

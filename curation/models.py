@@ -415,6 +415,64 @@ class FlagRun(models.Model):
         return 100 if not self.total else min(100, round(100 * self.done / self.total))
 
 
+class LineageFit(models.Model):
+    """A flag model fitted to one lineage's review decisions, compared with the default (issue 15, item 3).
+
+    The lineage's latest finished fit of a kind decides: adopted, its model
+    scores that kind's flags (its probability is the calibrated score) under
+    `detector_version`; not adopted, the default does. Flags change only when
+    the lineage is re-flagged, which the lineage page offers.
+    """
+
+    Status = WorkStatus
+
+    lineage = models.ForeignKey(Lineage, on_delete=models.CASCADE, related_name="flag_fits")
+    kind = models.CharField(max_length=20, choices=Flag.Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    decisions = models.PositiveIntegerField(default=0, help_text="Decided samples fitted on (N).")
+    positives = models.PositiveIntegerField(default=0, help_text="Of them, rejected for this kind's reason.")
+    left_out = models.JSONField(default=dict, blank=True,
+                                help_text="Decisions not used, by why: system reviewer, edited, no features.")
+    model = models.JSONField(null=True, blank=True, help_text="The fitted weights (combiner.Model.as_dict).")
+    lineage_auc = models.FloatField(null=True, blank=True, help_text="The lineage fit's cross-validated ROC-AUC.")
+    default_auc = models.FloatField(null=True, blank=True, help_text="The default's ROC-AUC on the same decisions.")
+    lineage_brier = models.FloatField(null=True, blank=True)
+    default_brier = models.FloatField(null=True, blank=True)
+    reliability = models.JSONField(default=list, blank=True,
+                                   help_text="Binned out-of-fold probabilities against the observed rejection rate.")
+    adopted = models.BooleanField(default=False)
+    reason = models.TextField(blank=True, help_text="Why it was adopted or not, with the figures.")
+    default_version = models.CharField(max_length=50, blank=True, help_text="The default detector it was compared with.")
+    previous_version = models.CharField(max_length=60, blank=True, help_text="The lineage's detector before this fit.")
+    detector_version = models.CharField(max_length=60, blank=True, help_text="The lineage's detector after this fit.")
+    last_error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["lineage", "kind", "-id"], name="lineagefit_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} fit of {self.lineage} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def left_out_text(self) -> str:
+        """The decisions not used, by why, e.g. "8 system reviewer, 2 edited" (kinds with none omitted)."""
+        return ", ".join(f"{count} {why}" for why, count in (self.left_out or {}).items() if count)
+
+    @property
+    def changes_version(self) -> bool:
+        return self.status == self.Status.DONE and self.detector_version != self.previous_version
+
+
 class Review(models.Model):
     """One reviewer decision. The log is append-only: an undo is a new row."""
 

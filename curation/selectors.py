@@ -318,3 +318,48 @@ def review_labels(*, lineage: Lineage, kind: str) -> tuple[list[int], list[float
         scores.append(score)
     return labels, scores
 
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """A lineage's adopted flag model of one kind (its latest finished fit beat the default) and its version."""
+
+    model: object  # curation.signals.combiner.Model
+    version: str
+
+
+def lineage_fitted_models(*, lineage_id: int) -> dict[str, FittedModel]:
+    """The lineage's own flag models in force, by kind: the latest finished fit of each kind, if adopted.
+
+    One query; flagging reads it once per batch (`services.flagging`).
+    """
+    from curation.models import LineageFit
+    from curation.signals.combiner import Model
+
+    latest = (LineageFit.objects.filter(lineage_id=lineage_id, status=LineageFit.Status.DONE)
+              .order_by("kind", "-id").distinct("kind").values("kind", "adopted", "model", "detector_version"))
+    return {fit["kind"]: FittedModel(Model.from_dict(fit["model"]), fit["detector_version"])
+            for fit in latest if fit["adopted"] and fit["model"]}
+
+
+def lineage_fits_overview(*, lineage: Lineage) -> dict:
+    """What the lineage page shows of its own flag models, in three queries whatever their number.
+
+    Per kind: the latest fit (any status) and the one that decides (the latest
+    finished). A re-flag is offered when a deciding fit changed a version and
+    no re-flag run has started since it finished.
+    """
+    from curation.models import FlagRun, LineageFit
+
+    fits = LineageFit.objects.filter(lineage=lineage).order_by("kind", "-id").distinct("kind")
+    latest = {f.kind: f for f in fits}
+    deciding = {f.kind: f for f in fits.filter(status=LineageFit.Status.DONE)}
+    kinds = [{"kind": kind, "label": label, "latest": latest.get(kind), "deciding": deciding.get(kind)}
+             for kind, label in Flag.Kind.choices]
+    changed = [f.finished_at for f in deciding.values() if f.changes_version]
+    last_run = FlagRun.objects.filter(lineage=lineage).order_by("-created_at").first()
+    active = last_run if last_run is not None and last_run.status in (FlagRun.Status.QUEUED,
+                                                                      FlagRun.Status.RUNNING) else None
+    offered = bool(changed) and (last_run is None or last_run.created_at < max(changed))
+    return {"kinds": kinds, "reflag_offered": offered, "active_run": active,
+            "fitting": any(f.is_active for f in latest.values())}

@@ -151,3 +151,22 @@ def embed_passages(lineage_id: int) -> int:
 @shared_task(name="curation.requeue_stale_reflags", acks_late=True, expires=290)
 def requeue_stale_reflags() -> list[int]:
     return reflag.flag_runs_requeue_stale()
+
+
+@shared_task(name="curation.fit_lineage_flags", acks_late=True, soft_time_limit=1800, time_limit=1900)
+def fit_lineage_flags(fit_id: int) -> bool:
+    """Fit a lineage's own flag model of one kind on its review decisions; a crash is recorded on the fit.
+
+    Not retried on the same record: a redelivered message finds it claimed and does nothing, and "fit
+    now" starts a fresh one once this one is marked failed (or has been running past the time limit).
+    """
+    from curation.models import LineageFit
+    from curation.services import lineage_fit
+
+    try:
+        return lineage_fit.lineage_fit_run(fit_id=fit_id) is not None
+    except LineageFit.DoesNotExist:
+        return False
+    except Exception as exc:
+        lineage_fit.lineage_fit_fail(fit_id=fit_id, reason=f"{type(exc).__name__}: {exc}")
+        raise

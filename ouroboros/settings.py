@@ -314,6 +314,15 @@ OUROBOROS = {
     # pgvector HNSW search breadth (hnsw.ef_search) for flagging look-ups.
     "HNSW_EF_SEARCH": envint("OUROBOROS_HNSW_EF_SEARCH", 100, minimum=1),
     "REFLAG_CHUNK_SIZE": envint("OUROBOROS_REFLAG_CHUNK_SIZE", 50, minimum=1),
+    # A lineage's own flag model (curation/services/lineage_fit.py) is adopted only with this many
+    # decisions of a kind, this many of each class, and a cross-validated ROC-AUC (folds by passage)
+    # above the default's by more than the margin.
+    "LINEAGE_FIT_MIN_DECISIONS": envint("OUROBOROS_LINEAGE_FIT_MIN_DECISIONS", 50, minimum=2),
+    "LINEAGE_FIT_MIN_PER_CLASS": envint("OUROBOROS_LINEAGE_FIT_MIN_PER_CLASS", 10, minimum=2),
+    "LINEAGE_FIT_MARGIN": envfloat("OUROBOROS_LINEAGE_FIT_MARGIN", 0.01),
+    "LINEAGE_FIT_FOLDS": envint("OUROBOROS_LINEAGE_FIT_FOLDS", 5, minimum=2),
+    # The latest decisions a fit uses (each hallucination decision costs an embedding of its sentences).
+    "LINEAGE_FIT_MAX_DECISIONS": envint("OUROBOROS_LINEAGE_FIT_MAX_DECISIONS", 2000, minimum=2),
     "HEALTH_WORKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_WORKER_TIMEOUT", 1.0),
     "HEALTH_BROKER_TIMEOUT": envfloat("OUROBOROS_HEALTH_BROKER_TIMEOUT", 1.0),
     # Training-set exports: a claimed export whose worker has not reported progress

@@ -6,7 +6,7 @@ row in tests/api/test_roles.py, which fails for a route without one).
 """
 from django.urls import path, re_path
 
-from curation.api import auth, imports, lineages, samples, training_sets
+from curation.api import auth, flag_fits, imports, lineages, samples, training_sets
 from ouroboros.ratelimit import login_rate_limited
 
 urlpatterns = [
@@ -18,6 +18,7 @@ urlpatterns = [
     path("lineages/<slug:slug>/generations/", lineages.GenerationList.as_view(), name="api-generations"),
     path("lineages/<slug:slug>/passages/", lineages.PassageList.as_view(), name="api-passages"),
     path("lineages/<slug:slug>/plan/", lineages.TrainingSetPlan.as_view(), name="api-training-set-plan"),
+    path("lineages/<slug:slug>/flag-fits/", flag_fits.LineageFlagFits.as_view(), name="api-lineage-flag-fits"),
     path("generations/<int:pk>/", lineages.GenerationDetail.as_view(), name="api-generation"),
     path("generations/<int:pk>/metrics/", lineages.GenerationMetricsDetail.as_view(), name="api-generation-metrics"),
     path("generations/<int:pk>/metrics/recompute/", lineages.GenerationMetricsRecompute.as_view(),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
@@ -30,8 +30,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from curation import detectors, embedder, lexical
+from curation import detectors, embedder, lexical, selectors
 from curation.hallucination import Reference, answer_sentences, chunk_passage
+from curation.signals import checks
 from curation.models import DuplicateCluster, Flag, Lineage, PassageChunk, Sample, SourcePassage
 from curation.similarity import novelty
 
@@ -240,6 +241,7 @@ class _Item:
     candidates: list[list[Reference]] | None = None
     parent_texts: list[str] | None = None  # sentence windows of the parent's question + answer (seeding)
     parent_refs: list[Reference] | None = None
+    fitted: dict = field(default_factory=dict)  # the lineage's own models in force, by kind (services.lineage_fit)
 
 
 def _texts(sample: Sample) -> tuple[str, list[str], list[str]]:
@@ -479,10 +481,12 @@ def _duplicate_evidence(match: dict, scope: str, score: float, lineage: Lineage,
 def _score(item: _Item):
     """The hallucination seam: a sample's sentences, their retrieved chunks and the alternative answers in,
     per-sentence scores (and the sample's) out. New signals plug in here (`curation.detectors`)."""
+    own = item.fitted.get(Flag.Kind.HALLUCINATION)
     return detectors.hallucination_score(
         sentences=item.sentences, sentence_vecs=item.sentence_vecs, candidates=item.candidates,
         alternatives=[a for a in (item.sample.alt_answers or []) if isinstance(a, str)],
         use_lm=item.sample.lineage.lm_grounding,  # the lineage's setting (issue 15): LM grounding on or off
+        model=own.model if own else None,  # the lineage's own fit, when adopted (issue 15, item 3)
     )
 
 
@@ -525,7 +529,8 @@ def samples_flag(*, sample_ids: list[int], partial_corpus: bool = False) -> int:
 
 def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpus: bool) -> int:
     passages_missing = _passages_ready(lineage_id, partial_corpus=partial_corpus)
-    items = [_Item(sample, *_texts(sample)) for sample in samples]
+    fitted = selectors.lineage_fitted_models(lineage_id=lineage_id)
+    items = [_Item(sample, *_texts(sample), fitted=fitted) for sample in samples]
     for item in items:
         parent = item.sample.parent
         item.parent_texts = chunk_passage(f"{parent.question} {parent.answer}") if parent is not None else []
@@ -567,8 +572,35 @@ def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpu
              .only("id", "question", "answer", "status")}
     found |= {("passage", p.pk): p for p in SourcePassage.objects.filter(
         pk__in=[i for k, i in wanted if k == "passage"]).only("id", "title", "text")}
-    _store([(item, *_verdict(item, _score(item), found, passages_missing)) for item in items])
+    _store([(item, *_verdict(item, _score(item), found, passages_missing)) for item in items],
+           version=detector_version(fitted))
     return len(items)
+
+
+def detector_version(fitted: dict) -> str:
+    """The detectors a lineage's samples are scored by: the defaults', or its own adopted fits' (`+lineage<k>`)."""
+    dup, halluc = (fitted[k].version if k in fitted else default
+                   for k, default in ((Flag.Kind.NEAR_DUPLICATE, detectors.DUPLICATE_VERSION),
+                                      (Flag.Kind.HALLUCINATION, detectors.HALLUCINATION_VERSION)))
+    return f"{dup}+{halluc}"
+
+
+def _match_text(match: dict, found: dict) -> str | None:
+    other = found.get((match["kind"], match["id"]))
+    if other is None:
+        return None
+    return other.text if match["kind"] == "passage" else detectors.duplicate_text(other.question, other.answer)
+
+
+def _scored_duplicates(item: _Item, found: dict) -> dict[str, float]:
+    """Each scope's match scored: by the default, or by the lineage's own pair model when adopted."""
+    own = item.fitted.get(Flag.Kind.NEAR_DUPLICATE)
+    if own is None:
+        return {scope: _duplicate_score(item.dup_text, m, found) for scope, m in item.neighbours.items()}
+    from curation.services.lineage_fit import duplicate_probability
+
+    return {scope: 0.0 if m is None else duplicate_probability(own.model, item.dup_text, _match_text(m, found), m)
+            for scope, m in item.neighbours.items()}
 
 
 def _with_support(hallucination, evidence: dict) -> dict:
@@ -584,7 +616,7 @@ def _with_support(hallucination, evidence: dict) -> dict:
 def _verdict(item: _Item, hallucination, found: dict, passages_missing: int) -> tuple[list[Flag], dict]:
     """Steps 5 and 6 for one sample: the flags it raises and the columns it gets."""
     sample, lineage, neighbours = item.sample, item.sample.lineage, item.neighbours
-    scored = {scope: _duplicate_score(item.dup_text, m, found) for scope, m in neighbours.items()}
+    scored = _scored_duplicates(item, found)
     scope = max(scored, key=lambda s: scored[s])
     dup_score = scored[scope]
     best = neighbours[scope]
@@ -593,13 +625,19 @@ def _verdict(item: _Item, hallucination, found: dict, passages_missing: int) -> 
     if is_duplicate:
         raised.append(Flag(sample=sample, kind=Flag.Kind.NEAR_DUPLICATE, score=round(dup_score, 4),
                            evidence=_duplicate_evidence(best, scope, dup_score, lineage, found),
-                           detector_version=detectors.DUPLICATE_VERSION))
+                           detector_version=(item.fitted[Flag.Kind.NEAR_DUPLICATE].version
+                                             if Flag.Kind.NEAR_DUPLICATE in item.fitted
+                                             else detectors.DUPLICATE_VERSION)))
     if hallucination.score >= lineage.hallucination_threshold:
         evidence = _with_support(hallucination, hallucination.evidence(threshold=lineage.hallucination_threshold))
+        own = item.fitted.get(Flag.Kind.HALLUCINATION)
+        # The lineage's own model scored it unless the rows lacked a feature it reads (then the default did).
+        version = own.version if own and hallucination.model is own.model else detectors.HALLUCINATION_VERSION
+        evidence["detector"] = version
         if passages_missing:
             evidence["passages_not_yet_embedded"] = passages_missing
         raised.append(Flag(sample=sample, kind=Flag.Kind.HALLUCINATION, score=round(hallucination.score, 4),
-                           evidence=evidence, detector_version=detectors.HALLUCINATION_VERSION))
+                           evidence=evidence, detector_version=version))
     # A match with a lineage sample (b) or a batch sample (a) joins its cluster; a copy of real data has none.
     joins = best["id"] if is_duplicate and scope in ("batch", "lineage") else None
     return raised, {
@@ -626,7 +664,7 @@ WHERE s.id = v.id
 """
 
 
-def _store(verdicts: list[tuple[_Item, list[Flag], dict]]) -> None:
+def _store(verdicts: list[tuple[_Item, list[Flag], dict]], *, version: str = DETECTOR_VERSION) -> None:
     """Step 7: the batch's flags, clusters and scores in one transaction, a few statements in all.
 
     1. Lock the batch's rows and those of the earlier samples they join, in id
@@ -687,10 +725,43 @@ def _store(verdicts: list[tuple[_Item, list[Flag], dict]]) -> None:
 
         columns = [c for _, _, c in verdicts]
         cursor.execute(_UPDATE_SAMPLES_SQL.format(sample=table), [
-            DETECTOR_VERSION, ids, [c["novelty"] for c in columns], [c["duplicate_score"] for c in columns],
+            version, ids, [c["novelty"] for c in columns], [c["duplicate_score"] for c in columns],
             [c["hallucination_score"] for c in columns], [json.dumps(c["neighbours"]) for c in columns],
             [final[pk] for pk in ids], [c["risk"] for c in columns],
         ])
+
+
+def samples_hallucination_rescore(*, samples: list[Sample]) -> dict[int, "detectors.HallucinationResult"]:
+    """The default hallucination scoring of stored samples again, writing nothing: for fitting a lineage's own model.
+
+    Steps 2, 4 and 6 of `samples_flag` for the answers only: embed their
+    sentences (and a seeded sample's parent), retrieve each sentence's chunks
+    from the lineage's stored chunk embeddings, and score them with the
+    default model. Flags store a sentence's signals only when it raised one,
+    so decided samples that were not flagged need this to get their rows.
+    `samples` come with their lineage and parent (`select_related`).
+    """
+    items = [_Item(sample, *_texts(sample)) for sample in samples]
+    texts = []
+    for item in items:
+        parent = item.sample.parent
+        item.parent_texts = chunk_passage(f"{parent.question} {parent.answer}") if parent is not None else []
+        texts += [*item.sentences, *item.parent_texts]
+    # One encode call: the scorer's own embeds (alternatives, self-contained sentences) then hit the cache.
+    extra = [t for item in items for t in (*item.alternatives, *checks.decontextualise(item.sentences))]
+    vectors = embedder.embed(texts + extra) if texts else np.zeros((0, 0))
+    start = 0
+    for item in items:
+        item.sentence_vecs = vectors[start : start + len(item.sentences)]
+        start += len(item.sentences)
+        label = f"parent sample {item.sample.parent_id}"
+        source = {"supported_by": label, "sample_id": item.sample.parent_id, "passage_title": label}
+        item.parent_refs = [Reference(text, vectors[start + n], source) for n, text in enumerate(item.parent_texts)]
+        start += len(item.parent_texts)
+    with transaction.atomic():
+        _hnsw_settings()
+        _candidates(items)
+    return {item.sample.pk: _score(item) for item in items if item.sentences}
 
 
 def sample_flag(*, sample_id: int) -> list[Flag]:

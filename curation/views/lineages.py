@@ -5,12 +5,14 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseStopPolling
 
 from curation import selectors
 from curation.models import Lineage, TrainingSet, TrainingSetExport
 from curation.services.exports import CONTENT_TYPE, ExportError, export_file, manifest_file
+from curation.services.lineage_fit import LineageFitError, lineage_fit_request
+from curation.services.reflag import ReflagError, flag_run_create
 from curation.services.training_sets import (
     TrainingSetError,
     lineage_policy,
@@ -52,6 +54,7 @@ def lineage_detail(request, slug: str):
             # Other apps' pieces of the page (generation's jobs panel), in their registered order.
             "panels": panels_render(page="lineage", request=request, lineage=lineage),
             "agreement": selectors.reviewer_agreement(lineage=lineage),
+            "fits": selectors.lineage_fits_overview(lineage=lineage),
             "policy": lineage_policy(lineage=lineage),
             "plan": plan,
             "plan_breaches": policy_check(plan) if plan else [],
@@ -76,6 +79,55 @@ def training_set_create(request, slug: str):
             f"being written. Generation {training_set.generation.number + 1} is open.",
         )
     return redirect("lineage-detail", slug=lineage.slug)
+
+
+def _fits_partial(request, lineage: Lineage, *, notice: str = "", error: str = ""):
+    """The lineage's own flag models panel; polled while a fit runs, told to stop once none does."""
+    fits = selectors.lineage_fits_overview(lineage=lineage)
+    response = render(request, "curation/_lineage_fits.html",
+                      {"lineage": lineage, "fits": fits, "notice": notice, "error": error})
+    if request.htmx and request.method == "GET" and not fits["fitting"]:
+        stop = HttpResponseStopPolling()
+        stop.content = response.content
+        return stop
+    return response
+
+
+@curator_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def lineage_fits(request, slug: str):
+    """GET: the panel. POST ("fit now"): queue a fit of each kind on the lineage's review decisions."""
+    lineage = get_object_or_404(Lineage, slug=slug)
+    notice = error = ""
+    if request.method == "POST":
+        try:
+            lineage_fit_request(lineage=lineage, created_by=request.user)
+        except LineageFitError as exc:
+            error = f"Could not start a fit: {exc}."
+        else:
+            notice = "Fitting both flag models on this lineage's review decisions."
+        if not request.htmx:
+            (messages.error if error else messages.success)(request, error or notice)
+            return redirect("lineage-detail", slug=lineage.slug)
+    return _fits_partial(request, lineage, notice=notice, error=error)
+
+
+@curator_required
+@require_POST
+def lineage_reflag(request, slug: str):
+    """Start the existing re-flag job for the lineage (offered after a fit changed its detectors)."""
+    lineage = get_object_or_404(Lineage, slug=slug)
+    notice = error = ""
+    try:
+        run = flag_run_create(lineage=lineage, created_by=request.user)
+    except ReflagError as exc:
+        error = f"Could not re-flag: {exc}."
+    else:
+        notice = f"Re-flagging the lineage's {run.total} samples (run {run.pk})."
+    if not request.htmx:
+        (messages.error if error else messages.success)(request, error or notice)
+        return redirect("lineage-detail", slug=lineage.slug)
+    return _fits_partial(request, lineage, notice=notice, error=error)
 
 
 @curator_required

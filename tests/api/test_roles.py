@@ -24,6 +24,8 @@ TABLE = {
     ("api-lineage", "get"): (CURATOR, None),
     ("api-lineage", "patch"): (CURATOR, {"duplicate_threshold": 0.8}),
     ("api-lineage-overview", "get"): (CURATOR, None),
+    ("api-lineage-flag-fits", "get"): (CURATOR, None),
+    ("api-lineage-flag-fits", "post"): (CURATOR, {}),
     ("api-generations", "get"): (CURATOR, None),
     ("api-passages", "get"): (CURATOR, None),
     ("api-passages", "post"): (CURATOR, {"passages": [{"title": "T", "text": "A new real passage."}]}),

@@ -8,7 +8,7 @@ from tests.factories import REVIEWER, make_lineage, make_sample, make_user
 
 # session, user, groups, then the page's own reads
 LINEAGE_LIST_QUERIES = 6
-LINEAGE_DETAIL_QUERIES = 20
+LINEAGE_DETAIL_QUERIES = 23  # 20, then 3 for the panel of flag models fitted to the lineage
 SAMPLE_DETAIL_QUERIES = 10
 
 

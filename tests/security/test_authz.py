@@ -109,6 +109,8 @@ ACCESS: dict[str, Rule] = {
     "lineage-list": page(CURATOR, GET=200),
     "lineage-detail": page(CURATOR, GET=200, slug="lineage"),
     "training-set-create": page(CURATOR, POST=REDIRECT, slug="lineage"),
+    "lineage-fits": page(CURATOR, GET=200, POST=REDIRECT, slug="lineage"),
+    "lineage-reflag": page(CURATOR, POST=REDIRECT, slug="lineage"),
     "training-set-download": page(CURATOR, GET=200, pk="training_set"),
     "training-set-exports": page(CURATOR, GET=200, pk="training_set"),
     "job-start": page(CURATOR, POST=REDIRECT, slug="lineage"),
@@ -137,6 +139,7 @@ ACCESS: dict[str, Rule] = {
     "api-generations": api(CURATOR, GET=200, slug="lineage"),
     "api-passages": api(CURATOR, GET=200, POST=415, slug="lineage"),
     "api-training-set-plan": api(CURATOR, GET=200, slug="lineage"),
+    "api-lineage-flag-fits": api(CURATOR, GET=200, POST=frozenset({202, 409}), slug="lineage"),  # 409: a fit is queued
     "api-generation": api(CURATOR, GET=200, pk="generation"),
     "api-generation-metrics": api(CURATOR, GET=404, pk="generation"),  # none computed yet
     "api-generation-metrics-recompute": api(CURATOR, POST=202, pk="generation"),
