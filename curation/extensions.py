@@ -11,6 +11,8 @@ curation runs and is tested on its own.
 - Page panels: pieces of HTML another app adds to a curation page.
 - Lineage settings sections: settings another app keeps per lineage, read and
   changed through the lineage's API and `lineage_settings_update`.
+- Dead-claim releasers: what a starting worker frees and queues again when a
+  dead process on its host held it (ouroboros/celery.py, curation/services/claims.py).
 """
 from __future__ import annotations
 
@@ -100,3 +102,25 @@ def settings_section_register(section: SettingsSection) -> None:
 
 def settings_sections() -> list[SettingsSection]:
     return list(_SECTIONS.values())
+
+
+# Dead-claim releasers: dotted paths of functions that free the claims dead processes on this
+# host hold and queue that work again, returning its ids. Curation's own are listed here; other
+# apps add theirs (generation: jobs and training runs). Imported only when a worker starts.
+_DEAD_CLAIMS_RELEASERS: list[str] = [
+    "curation.services.imports.imports_release_dead",
+    "curation.services.exports.exports_release_dead",
+]
+
+
+def dead_claims_releaser_register(path: str) -> None:
+    """Add a releaser by its dotted path; registering one twice (a reloaded app) adds it once."""
+    if path not in _DEAD_CLAIMS_RELEASERS:
+        _DEAD_CLAIMS_RELEASERS.append(path)
+
+
+def dead_claims_releasers() -> list[Callable[[], list[int]]]:
+    """Every registered releaser, imported."""
+    from django.utils.module_loading import import_string
+
+    return [import_string(path) for path in _DEAD_CLAIMS_RELEASERS]

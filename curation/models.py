@@ -14,6 +14,8 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
+from curation.services.claims import ClaimedWork
+
 EMBEDDING_DIM = settings.OUROBOROS["EMBEDDING_DIM"]
 
 DEFAULT_REJECT_REASONS = ["hallucination", "duplicate", "off-topic", "low quality", "unsafe", "other"]
@@ -176,7 +178,7 @@ class PassageChunk(models.Model):
         return f"{self.passage} [{self.position}]"
 
 
-class PassageImport(models.Model):
+class PassageImport(ClaimedWork):
     """An uploaded file of passages (JSONL, CSV or Parquet), imported by a Celery task.
 
     The file's bytes are kept in this row until the import finishes, so that
@@ -210,13 +212,6 @@ class PassageImport(models.Model):
     errors = models.JSONField(default=list, blank=True, help_text="The first errors that failed it: {line, field, error}.")
     errors_total = models.PositiveIntegerField(default=0)
     ignored_columns = models.JSONField(default=list, blank=True)
-    claim_token = models.UUIDField(null=True, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
-    # releases the claims of a dead predecessor on its host (that pid no longer alive).
-    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
-    claimed_host = models.CharField(max_length=255, blank=True)
-    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -633,7 +628,7 @@ class LineagePolicy(models.Model):
         return {"mode": self.mode, "min_real_fraction": self.min_real_fraction}
 
 
-class TrainingSetExport(models.Model):
+class TrainingSetExport(ClaimedWork):
     """One file of a training set in one format, written by a Celery task with progress."""
 
     class Format(models.TextChoices):
@@ -652,13 +647,6 @@ class TrainingSetExport(models.Model):
     sha256 = models.CharField(max_length=64, blank=True)
     size_bytes = models.BigIntegerField(default=0)
     error = models.TextField(blank=True)
-    claim_token = models.UUIDField(null=True, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
-    # releases the claims of a dead predecessor on its host (that pid no longer alive).
-    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
-    claimed_host = models.CharField(max_length=255, blank=True)
-    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

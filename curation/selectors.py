@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -167,6 +167,18 @@ def lineage_overview(*, lineage: Lineage) -> dict:
         else 0,
         "passages": lineage.passages.count(),
     }
+
+
+def samples_with_blindness(queryset: QuerySet, *, user) -> QuerySet:
+    """The samples annotated with `blind`: whether `user` may still give the sample its blind
+    second review, and so must not see the first one. The rule of `sample_is_blind`
+    (curation/api/serializers.py), in SQL: a double-review sample, decided, with no standing
+    second review yet and no standing decision of `user`'s."""
+    standing = (Review.objects.filter(sample=OuterRef("pk"), undone_by__isnull=True)
+                .exclude(decision=Review.Decision.UNDO))
+    blind = (Q(double_review=True) & ~Q(status=Sample.Status.PENDING)
+             & ~Exists(standing.filter(Q(overlap=True) | Q(reviewer=user))))
+    return queryset.annotate(blind=ExpressionWrapper(blind, output_field=BooleanField()))
 
 
 def reviewer_agreement(*, lineage: Lineage | None = None) -> list[dict]:

@@ -5,7 +5,13 @@ generation; the signal receivers are in generation/signals.py.
 """
 from __future__ import annotations
 
-from curation.extensions import Panel, SettingsSection, panel_register, settings_section_register
+from curation.extensions import (
+    Panel,
+    SettingsSection,
+    dead_claims_releaser_register,
+    panel_register,
+    settings_section_register,
+)
 
 
 def _lineage_jobs(*, request, lineage) -> dict:
@@ -54,3 +60,6 @@ def register() -> None:
         name="generator", names=GENERATOR_SETTINGS, related="generator",
         read_fields=_read_fields, write_fields=_write_fields, update=_update,
     ))
+    # A worker starting on a host frees and queues again what a dead predecessor there held.
+    dead_claims_releaser_register("generation.services.jobs.jobs_release_dead")
+    dead_claims_releaser_register("generation.services.training.training_runs_release_dead")

@@ -6,10 +6,13 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from curation.services.claims import ClaimedWork
 from ouroboros.egress import validate_key_env, validate_url
 
 
-class GenerationJob(models.Model):
+class GenerationJob(ClaimedWork):
+    """One run of the generator; its claim fields (who runs its current chunk) are ClaimedWork's."""
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -27,14 +30,6 @@ class GenerationJob(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     done_count = models.PositiveIntegerField(default=0)
     failed_count = models.PositiveIntegerField(default=0)
-    # The claim: whoever set claim_token holds the job until claimed_until.
-    claim_token = models.UUIDField(null=True, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    # Who holds the claim (curation.services.claims.claim_owner): a starting worker
-    # releases the claims of a dead predecessor on its host (that pid no longer alive).
-    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
-    claimed_host = models.CharField(max_length=255, blank=True)
-    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -352,8 +347,10 @@ class GenerationModels(models.Model):
         return f"Models of {self.generation}"
 
 
-class TrainingRun(models.Model):
-    """One run of the built-in trainer: a student fine-tuned on a published training set."""
+class TrainingRun(ClaimedWork):
+    """One run of the built-in trainer: a student fine-tuned on a published training set.
+
+    Its claim (ClaimedWork) is taken per chunk through curation.services.claims, as a job's is."""
 
     Status = GenerationJob.Status  # the same life as a job's: queued, running, then done, failed or cancelled
     ACTIVE = GenerationJob.ACTIVE
@@ -375,9 +372,6 @@ class TrainingRun(models.Model):
     tokens_per_s = models.FloatField(null=True, blank=True)
     eta_seconds = models.PositiveIntegerField(null=True, blank=True)
     checkpoint_path = models.CharField(max_length=500, blank=True)
-    claim_token = models.UUIDField(null=True, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    claimed_by = models.CharField(max_length=200, blank=True, help_text="Worker name and pid holding the claim.")
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

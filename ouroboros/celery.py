@@ -24,14 +24,19 @@ def release_claims_of_dead_predecessors(**_kwargs) -> None:
 
     from django.db import connections
 
-    from curation.services.exports import exports_release_dead
-    from curation.services.imports import imports_release_dead
-    from generation.services.jobs import jobs_release_dead
+    from curation.extensions import dead_claims_releasers
 
     log = logging.getLogger(__name__)
     try:
-        for release in (jobs_release_dead, imports_release_dead, exports_release_dead):
-            released = release()
+        # Each app lists its own (curation's imports and exports; generation's jobs and training runs).
+        # One that fails is logged and the others still run.
+        for release in dead_claims_releasers():
+            try:
+                released = release()
+            except Exception:
+                log.exception("%s could not release the claims of dead workers; the periodic sweep will",
+                              release.__name__)
+                continue
             if released:
                 log.warning("%s: queued again %s", release.__name__, released)
     except Exception:

@@ -15,7 +15,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from curation import reports
+from curation import reports, selectors
 from curation.api import serializers as s
 from curation.api.common import IdCursorPagination, get_lineage, get_object
 from curation.api.errors import Conflict, field_error
@@ -46,7 +46,10 @@ class IntegerFilter(django_filters.NumberFilter):
 class SampleFilter(django_filters.FilterSet):
     generation = IntegerFilter(method="by_generation", min_value=0, max_value=1_000_000,
                                help_text="The generation's number.")
-    status = django_filters.ChoiceFilter(choices=Sample.Status.choices)
+    status = django_filters.ChoiceFilter(
+        choices=Sample.Status.choices, method="by_status",
+        help_text="A sample you may still give its blind second review has no status for you, so it matches "
+                  "no status (it is listed without a filter, in its blind form).")
     flag = django_filters.ChoiceFilter(choices=[("none", "No flag"), *Flag.Kind.choices], method="by_flag",
                                        help_text="Samples carrying a flag of this kind; `none`: no flag at all.")
     min_risk = django_filters.NumberFilter(field_name="risk", lookup_expr="gte", min_value=0, max_value=1)
@@ -64,6 +67,10 @@ class SampleFilter(django_filters.FilterSet):
         generation_id = Generation.objects.filter(lineage_id=self.lineage_id, number=int(value)).values_list(
             "id", flat=True).first()
         return queryset.filter(generation_id=generation_id) if generation_id else queryset.none()
+
+    def by_status(self, queryset, name, value):
+        # Blind rows are left out: their presence under a status would give the first decision away.
+        return queryset.filter(status=value, blind=False)
 
     def by_flag(self, queryset, name, value):
         flags = Flag.objects.filter(sample=OuterRef("pk"))
@@ -99,17 +106,22 @@ class SampleList(ListAPIView):
             return Sample.objects.none()
         lineage = get_lineage(self.kwargs["slug"])
         self.kwargs["lineage_id"] = lineage.pk
-        return (Sample.objects.filter(lineage=lineage).select_related("lineage", "generation")
-                .prefetch_related("flags")
-                .defer("embedding", "minhash", "minhash_bands", "dialogue", "alt_answers", "neighbours"))
+        samples = (Sample.objects.filter(lineage=lineage).select_related("lineage", "generation")
+                   .prefetch_related("flags")
+                   .defer("embedding", "minhash", "minhash_bands", "dialogue", "alt_answers", "neighbours"))
+        return selectors.samples_with_blindness(samples, user=self.request.user)
 
     def cursor_ordering(self, request) -> tuple[str, ...]:
         return ORDERINGS.get(request.query_params.get("ordering", "id"), ORDERINGS["id"])
 
     @extend_schema(summary="A lineage's samples, filtered, in cursor pages", parameters=[SLUG],
-                   responses={200: s.SampleSerializer(many=True), **errors(BAD_REQUEST, NOT_FOUND)})
+                   description="A sample you may still give its blind second review comes in its blind form "
+                               "(`second_review: true`): the answer as generated, no status or decision time.",
+                   responses={200: s.SAMPLE_ROW_FOR_REVIEWER, **errors(BAD_REQUEST, NOT_FOUND)})
     def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(
+            [(s.BlindSampleRowSerializer if sample.blind else s.SampleSerializer)(sample).data for sample in page])
 
 
 def _sample(pk: int) -> Sample:

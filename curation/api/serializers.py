@@ -303,15 +303,30 @@ def sample_is_blind(sample: Sample, user) -> bool:
 BLIND_HIDDEN = ("status", "decided_at")
 
 
-class BlindSampleSerializer(SampleSerializer):
+class BlindSampleRowSerializer(SampleSerializer):
+    """A row of the sample list for a reviewer who may still give it its blind second review: the
+    answer as generated, and nothing of the first decision (no status, decision time or edit)."""
+
+    answer = serializers.SerializerMethodField(help_text="The answer as generated (before any reviewer's edit).")
+    second_review = serializers.SerializerMethodField(
+        help_text="Always true: decide with `overlap: true`; the first decision is hidden until you have.")
+
+    class Meta(SampleSerializer.Meta):
+        fields = [*(f for f in SampleSerializer.Meta.fields if f not in BLIND_HIDDEN), "second_review"]
+
+    def get_answer(self, sample: Sample) -> str:
+        return sample.original_answer or sample.answer
+
+    def get_second_review(self, sample: Sample) -> bool:
+        return True
+
+
+class BlindSampleSerializer(BlindSampleRowSerializer):
     """A sample for its blind second review: the answer as generated, and nothing
     of the first decision (no status, decision time, reviews, edit or original answer)."""
 
     flags = FlagSerializer(many=True, read_only=True)
     passage = PassageRefSerializer(read_only=True)
-    answer = serializers.SerializerMethodField(help_text="The answer as generated (before any reviewer's edit).")
-    second_review = serializers.SerializerMethodField(
-        help_text="Always true: decide with `overlap: true`; the first decision is hidden until you have.")
     reject_reasons = serializers.ListField(source="lineage.reject_reasons", child=serializers.CharField(),
                                            read_only=True, help_text="The reasons a rejection may give.")
     leased_to = serializers.CharField(source="leased_to.username", read_only=True, allow_null=True, default=None)
@@ -321,11 +336,12 @@ class BlindSampleSerializer(SampleSerializer):
                   "provenance", "passage", "neighbours", "cluster", "double_review", "leased_to",
                   "lease_expires_at", "reject_reasons", "second_review"]
 
-    def get_answer(self, sample: Sample) -> str:
-        return sample.original_answer or sample.answer
 
-    def get_second_review(self, sample: Sample) -> bool:
-        return True
+# A row of the sample list: the sample, or its blind form for a possible second reviewer.
+SAMPLE_ROW_FOR_REVIEWER = PolymorphicProxySerializer(
+    component_name="SampleRowForReviewer", resource_type_field_name=None,
+    serializers=[SampleSerializer, BlindSampleRowSerializer], many=True,
+)
 
 
 # What sample detail and queue-next answer: the full sample, or its blind form for a second reviewer.

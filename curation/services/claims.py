@@ -16,20 +16,43 @@ Work held by a dead worker comes back in one of three ways, fastest first:
 3. on another host, nobody can tell a dead worker from a slow one: the lease
    runs out and the periodic sweep queues the unit again.
 
-Generation may import this module; it never imports generation.
+Every claimed model takes its fields from `ClaimedWork`. Generation may import
+this module; it never imports generation. What a starting worker releases is
+listed in curation/extensions.py (`dead_claims_releasers`), where generation
+adds its jobs and training runs.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
 import uuid
 from datetime import timedelta
 
+from django.db import models
 from django.db.models import Model, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 log = logging.getLogger(__name__)
+
+
+class ClaimedWork(models.Model):
+    """The fields of a unit of work a worker claims: the claim, its lease, and who holds it."""
+
+    # The claim: whoever set claim_token holds the unit until claimed_until.
+    claim_token = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim (claim_owner): a starting worker releases the claims of
+    # a dead predecessor on its host (that pid no longer alive).
+    claimed_by = models.CharField(max_length=255, blank=True, help_text="The worker's name.")
+    claimed_host = models.CharField(max_length=255, blank=True)
+    claimed_pid = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
 
 
 def claim_owner() -> dict:
@@ -139,3 +162,58 @@ def claim(model: type[Model], pk: int, *, lease: timedelta, **reset) -> uuid.UUI
         if attempt == 1 and not claim_release_if_dead(model, pk):
             return None
     return None
+
+
+def chunk_claim(model: type[Model], pk: int, *, lease: timedelta) -> uuid.UUID | None:
+    """Take a unit that runs as a chain of chunks (a generation job, a training run) for its next chunk.
+
+    The unit is active (`model.ACTIVE`) and unclaimed between chunks, or its claim
+    expired, or a dead process on this host holds it. Its first start time is kept.
+    Returns the new token, or None when the unit ended or someone alive holds it.
+    """
+    for attempt in (1, 2):
+        now = timezone.now()
+        token = uuid.uuid4()
+        claimed = (
+            model.objects.filter(pk=pk, status__in=model.ACTIVE)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .update(status=model.Status.RUNNING, claim_token=token, claimed_until=now + lease,
+                    started_at=Coalesce("started_at", now), updated_at=now, **claim_owner())
+        )
+        if claimed:
+            return token
+        if attempt == 1 and not claim_release_if_dead(model, pk):
+            return None
+    return None
+
+
+@contextlib.contextmanager
+def lease_kept(model: type[Model], pk: int, token: uuid.UUID, *, lease: timedelta):
+    """Renew the lease from a thread while the body does one long thing that cannot renew it itself
+    (loading a model, writing and checking what it trained).
+
+    The thread renews every third of the lease and stops when the claim is no
+    longer ours. A process that dies renews nothing, so its lease still runs out
+    as short as it is; only a live holder is kept.
+    """
+    done = threading.Event()
+
+    def renew() -> None:
+        from django.db import connection
+
+        try:
+            while not done.wait(max(1.0, lease.total_seconds() / 3)):
+                if not lease_renew(model, pk, token, lease=lease):
+                    return
+        except Exception:  # a renewal that fails leaves the lease to run out; the body goes on
+            log.exception("could not renew the lease of %s %s", model._meta.label, pk)
+        finally:
+            connection.close()  # the thread's own connection
+
+    thread = threading.Thread(target=renew, name=f"lease-{model._meta.model_name}-{pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=30)

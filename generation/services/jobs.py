@@ -217,26 +217,7 @@ def _claim(job_id: int) -> uuid.UUID | None:
     """
     if _end_for_closed_generation(job_id):
         return None
-    for attempt in (1, 2):
-        now = timezone.now()
-        token = uuid.uuid4()
-        claimed = (
-            GenerationJob.objects.filter(pk=job_id, status__in=GenerationJob.ACTIVE)
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-            .update(
-                status=GenerationJob.Status.RUNNING,
-                claim_token=token,
-                claimed_until=now + _lease(),
-                started_at=Coalesce("started_at", now),
-                updated_at=now,
-                **claims.claim_owner(),
-            )
-        )
-        if claimed:
-            return token
-        if attempt == 1 and not claims.claim_release_if_dead(GenerationJob, job_id):
-            return None
-    return None
+    return claims.chunk_claim(GenerationJob, job_id, lease=_lease())
 
 
 def _still_holds(job_id: int, token: uuid.UUID) -> bool:

@@ -8,11 +8,14 @@ calls `training_run_chunk` and nothing else):
    the transaction commits. It refuses anything else with a TrainingError that
    names the cause.
 2. `training_run_chunk` claims the run (a conditional update with a lease, see
-   STYLE.md section 4), loads the student with transformers + peft (or reuses the
+   STYLE.md section 4; the claim records the worker, host and pid), loads the student with transformers + peft (or reuses the
    one this process loaded for the previous chunk), runs up to `checkpoint_every`
-   steps, writes a checkpoint, records progress and queues the next chunk. A worker
-   killed mid-chunk loses at most that chunk: the lease runs out,
-   `training_runs_requeue_stale` queues the run again, and the next worker resumes
+   steps, writes a checkpoint, records progress and queues the next chunk. Each
+   step renews the short lease (OUROBOROS_TRAINING_LEASE_SECONDS). A worker killed
+   mid-chunk loses at most that chunk: a worker starting on its host frees the
+   dead pid's claim at once (`training_runs_release_dead`), a redelivered task
+   takes it over, and on another host the lease runs out and
+   `training_runs_requeue_stale` queues the run again. The next worker resumes
    from the last checkpoint.
 3. After the last step the adapter is written twice: in peft's format (the next
    generation continues from it) and as a llama.cpp LoRA GGUF (what serves). Then
@@ -26,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,10 +38,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from curation.models import TrainingSet, TrainingSetExport
+from curation.services import claims
 from curation.services.exports import ExportError, export_file
 from generation.backends.base import BackendConfig
 from generation.models import GenerationModels, ModelRecord, TrainingRun, base_model_record
@@ -197,21 +198,10 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.OUROBOROS["TRAINING_LEASE_SECONDS"])
 
 
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def _claim(run_id: int) -> uuid.UUID | None:
-    """Take the run: queued, between chunks (no claim), or running with an expired claim."""
-    now = timezone.now()
-    token = uuid.uuid4()
-    claimed = (
-        TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.ACTIVE)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(status=TrainingRun.Status.RUNNING, claim_token=token, claimed_until=now + _lease(),
-                claimed_by=_worker_name(), started_at=Coalesce("started_at", now), updated_at=now)
-    )
-    return token if claimed else None
+    """Take the run for one chunk: queued, between chunks (no claim), with an expired claim, or
+    held by a dead process on this host (curation.services.claims, as a job's chunk does)."""
+    return claims.chunk_claim(TrainingRun, run_id, lease=_lease())
 
 
 def _holding(run_id: int, token: uuid.UUID, **fields) -> bool:
@@ -219,6 +209,20 @@ def _holding(run_id: int, token: uuid.UUID, **fields) -> bool:
     now = timezone.now()
     return bool(TrainingRun.objects.filter(pk=run_id, claim_token=token, status=TrainingRun.Status.RUNNING)
                 .update(claimed_until=now + _lease(), updated_at=now, **fields))
+
+
+def training_runs_release_dead() -> list[int]:
+    """Queue again, at once, every active run whose claim a dead process on this host holds.
+
+    Called by a worker as it starts (curation.extensions.dead_claims_releasers):
+    the trainer it replaces died mid-chunk, and the run resumes from its last
+    checkpoint without waiting for the lease to run out.
+    """
+    ids = claims.claims_release_dead(TrainingRun)
+    for run_id in ids:
+        with transaction.atomic():
+            _enqueue(run_id)
+    return ids
 
 
 def training_runs_requeue_stale() -> list[int]:
@@ -309,7 +313,9 @@ def training_run_chunk(*, run_id: int) -> TrainOutcome:
         return TrainOutcome(claimed=False)
     run = TrainingRun.objects.select_related("base_model", "training_set", "lineage").get(pk=run_id)
     try:
-        session = _session_for(run)
+        # Loading takes from ~25 s to minutes on a loaded machine, and no step renews the lease meanwhile.
+        with claims.lease_kept(TrainingRun, run_id, token, lease=_lease()):
+            session = _session_for(run)
     except (TrainingError, ModelLoadError) as exc:
         training_run_fail(run_id=run_id, reason=str(exc))
         return TrainOutcome(claimed=True)
@@ -344,7 +350,8 @@ def training_run_chunk(*, run_id: int) -> TrainOutcome:
                 return TrainOutcome(claimed=True, steps=steps)
             _enqueue(run_id)
         return TrainOutcome(claimed=True, steps=steps)
-    _finish(run, token, session)
+    with claims.lease_kept(TrainingRun, run_id, token, lease=_lease()):  # writing and checking: minutes
+        _finish(run, token, session)
     return TrainOutcome(claimed=True, steps=steps, finished=True)
 
 
