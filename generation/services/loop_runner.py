@@ -52,7 +52,8 @@ class Phase:
     TRAIN = "train"  # mode train: the next student is being trained
     EXTERNAL = "external_training"  # mode external: waiting for a registered student
     GENERATE = "generate"
-    FLAG_AND_REVIEW = "flag_and_review"
+    FLAG = "flag"  # the flags still running once the job is done (most are done while it runs)
+    REVIEW = "review"
     READY = "ready"  # the open generation could start, and the caller said not to (`stop_before`)
     BUSY = "busy"  # another step of this lineage's loop holds the lock
 
@@ -80,27 +81,6 @@ class GenerationReport:
     training_set: int | None = None
     student: str = ""
     heldout_perplexity: float | None = None
-
-
-@dataclass
-class Waiter:
-    """Polls a condition until it holds, saying what it waits for now and then."""
-
-    say: Callable[[str], None]
-    poll: float = 2.0
-    timeout: float = 6 * 3600
-    note_every: float = 60.0
-
-    def until(self, done: Callable[[], bool], what: Callable[[], str]) -> None:
-        started = last_note = time.monotonic()
-        while not done():
-            now = time.monotonic()
-            if now - started > self.timeout:
-                raise LoopError(f"gave up after {self.timeout:.0f} s {what()}")
-            if now - last_note >= self.note_every:
-                self.say(what())
-                last_note = now
-            time.sleep(self.poll)
 
 
 # ---------------------------------------------------------------- the step
@@ -181,7 +161,7 @@ def _review_step(*, lineage: Lineage, generation: Generation) -> LoopStep | None
     samples = Sample.objects.filter(generation=generation)
     unflagged = samples.filter(flagged_at__isnull=True).count()
     if unflagged:
-        return LoopStep(generation.number, Phase.FLAG_AND_REVIEW, waiting=True,
+        return LoopStep(generation.number, Phase.FLAG, waiting=True,
                         message=f"waiting for the flags of {unflagged} samples: are `curation` workers running?")
     pending = samples.filter(status=Sample.Status.PENDING)
     if not pending.exists():
@@ -190,14 +170,14 @@ def _review_step(*, lineage: Lineage, generation: Generation) -> LoopStep | None
     if lineage.auto_review:
         outcome = samples_auto_review(lineage=lineage)
         if outcome.accepted or outcome.rejected:
-            return LoopStep(generation.number, Phase.FLAG_AND_REVIEW, message=(
+            return LoopStep(generation.number, Phase.REVIEW, message=(
                 f"generation {generation.number}: auto review accepted {outcome.accepted}, rejected "
                 f"{outcome.rejected}" + (f", skipped {outcome.skipped} (decided or held by a person)"
                                          if outcome.skipped else "")))
     else:
         note = (f"generation {generation.number}: auto review is off; waiting for reviewers to decide "
                 f"{pending.count()} samples in the review queue")
-    return LoopStep(generation.number, Phase.FLAG_AND_REVIEW, waiting=True, note=note,
+    return LoopStep(generation.number, Phase.REVIEW, waiting=True, note=note,
                     message=f"waiting for reviewers: {pending.count()} samples of generation {generation.number} "
                             f"are pending review")
 
@@ -280,6 +260,9 @@ def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None
     Between steps that wait it sleeps `poll` s, says what it waits for every
     `note_every` s, and gives up (LoopError) after `timeout` s on one wait.
     A failed job older than this run is replaced; one of this run stops it.
+    A report's `seconds` has an entry per phase the round went through (the
+    Phase values: generate, flag, review, build, train, external_training)
+    and, in mode train, perplexity (measured here, after the round).
     """
     if generations < 1 or items < 1:
         raise LoopError("--generations and --items must be at least 1")
@@ -301,7 +284,7 @@ def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None
                              retry_failed_before=started_at, stop_before=generation.number + 1)
             if step.phase == Phase.READY:
                 break
-            phase = Phase.BUILD if step.phase == Phase.BUSY else step.phase
+            phase = step.phase
             if not step.waiting:
                 say(step.message)
                 wait_key = None
@@ -339,8 +322,10 @@ def _report_fill(*, report: GenerationReport, generation: Generation, mode: str)
     report.accepted = Sample.objects.filter(generation=generation, status=Sample.Status.ACCEPTED).count()
     report.rejected = Sample.objects.filter(generation=generation, status=Sample.Status.REJECTED).count()
     if mode == LoopMode.TRAIN:
+        started = time.monotonic()
         if generation.number == 1:
             heldout_perplexity_record(generation=generation)  # the untrained student: the gate's baseline
         following = Generation.objects.filter(lineage=generation.lineage, number=generation.number + 1).first()
         if following is not None:
             report.heldout_perplexity = heldout_perplexity_record(generation=following)
+        report.seconds["perplexity"] = round(time.monotonic() - started, 1)
