@@ -145,7 +145,7 @@ class PromptTemplateAdmin(admin.ModelAdmin):
 class ScheduleRunInline(admin.TabularInline):
     model = ScheduleRun
     extra = 0
-    readonly_fields = ("created_at", "job", "skipped_reason")
+    readonly_fields = ("created_at", "job", "skipped_reason", "loop_step")
     can_delete = False
     ordering = ["-created_at"]
 
@@ -155,9 +155,18 @@ class ScheduleRunInline(admin.TabularInline):
 
 @admin.register(LineageSchedule)
 class LineageScheduleAdmin(admin.ModelAdmin):
-    list_display = ("name", "lineage", "crontab_display", "requested", "max_backlog", "enabled", "paused_at")
-    list_filter = ("lineage", "enabled")
-    readonly_fields = ("paused_at", "paused_reason")
+    list_display = ("name", "lineage", "crontab_display", "requested", "max_backlog", "runs_loop", "enabled",
+                    "paused_at", "last_firing")
+    list_filter = ("lineage", "enabled", "runs_loop")
+    readonly_fields = ("paused_at", "paused_reason", "resumed_at")
+
+    @admin.display(description="last firing")
+    def last_firing(self, obj) -> str:
+        run = obj.runs.order_by("-created_at", "-id").first()
+        if run is None:
+            return "—"
+        return f"{run.created_at:%Y-%m-%d %H:%M}: " + (
+            f"skipped ({run.skipped_reason})" if run.skipped_reason else run.loop_step or f"job {run.job_id}")
     inlines = [ScheduleRunInline]
     actions = ["pause", "resume"]
 

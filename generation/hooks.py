@@ -15,9 +15,16 @@ from curation.extensions import (
 
 
 def _lineage_jobs(*, request, lineage) -> dict:
-    from generation.models import GenerationJob
+    """The lineage's latest jobs, and its loop schedules with what their last firing did (one query each)."""
+    from django.db.models import OuterRef, Subquery
 
-    return {"lineage": lineage,
+    from generation.models import GenerationJob, LineageSchedule, ScheduleRun
+
+    last = ScheduleRun.objects.filter(schedule=OuterRef("pk")).order_by("-created_at", "-id")
+    loops = LineageSchedule.objects.filter(lineage=lineage, runs_loop=True).annotate(
+        last_at=Subquery(last.values("created_at")[:1]), last_step=Subquery(last.values("loop_step")[:1]),
+        last_skip=Subquery(last.values("skipped_reason")[:1]))
+    return {"lineage": lineage, "loops": list(loops),
             "jobs": GenerationJob.objects.filter(lineage=lineage).select_related("generation")[:20]}
 
 

@@ -147,8 +147,18 @@ class LineageSchedule(models.Model):
         default=200, help_text="Skip a run while this many samples (or more) wait for review."
     )
     enabled = models.BooleanField(default=True)
+    runs_loop = models.BooleanField(
+        default=False, verbose_name="runs the loop",
+        help_text="Each firing advances the lineage's loop one step (generate, flag and review, build, train, "
+                  "next generation) instead of starting a job; `requested` is the samples per generation.",
+    )
+    loop_last_generation = models.PositiveIntegerField(
+        default=0, help_text="The loop stops once this generation's set is built and the next student is ready "
+                             "(0: no end).",
+    )
     paused_at = models.DateTimeField(null=True, blank=True)
     paused_reason = models.CharField(max_length=500, blank=True)
+    resumed_at = models.DateTimeField(null=True, blank=True, editable=False)
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", on_delete=models.SET_NULL, null=True, blank=True, editable=False,
         related_name="+",
@@ -172,6 +182,7 @@ class ScheduleRun(models.Model):
     schedule = models.ForeignKey(LineageSchedule, on_delete=models.CASCADE, related_name="runs")
     job = models.ForeignKey(GenerationJob, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     skipped_reason = models.CharField(max_length=500, blank=True)
+    loop_step = models.CharField(max_length=500, blank=True, help_text="A loop schedule's step: done or awaited.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -179,7 +190,8 @@ class ScheduleRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule} at {self.created_at:%Y-%m-%d %H:%M}: " + (
-            f"job {self.job_id}" if self.job_id else f"skipped ({self.skipped_reason})"
+            f"job {self.job_id}" if self.job_id else
+            f"skipped ({self.skipped_reason})" if self.skipped_reason else f"loop: {self.loop_step}"
         )
 
 

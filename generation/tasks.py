@@ -41,7 +41,9 @@ def requeue_stale_jobs() -> list[int]:
 @shared_task(name="generation.run_schedule", acks_late=True, expires=300)
 def run_schedule(schedule_id: int) -> str:
     run = services.schedule_run(schedule_id=schedule_id)
-    return f"job {run.job_id}" if run.job_id else f"skipped: {run.skipped_reason}"
+    if run.skipped_reason:
+        return f"skipped: {run.skipped_reason}"
+    return f"loop: {run.loop_step}" if run.loop_step else f"job {run.job_id}"
 
 
 @shared_task(

@@ -1,6 +1,7 @@
 """Per-lineage schedules: each LineageSchedule row is mirrored into one
 django-celery-beat PeriodicTask, and each firing either starts a job or
-records why it skipped."""
+records why it skipped. A schedule that `runs_loop` instead advances the
+lineage's loop one step per firing (`loop_runner.loop_step`)."""
 from __future__ import annotations
 
 import json
@@ -38,7 +39,8 @@ def schedule_sync(*, schedule: LineageSchedule) -> PeriodicTask:
                 # A paused schedule still fires, so that its skip and the reason are on record.
                 "enabled": schedule.enabled,
                 "expire_seconds": 300,
-                "description": f"{schedule.lineage.name}: {schedule.name} ({schedule.requested} samples)",
+                "description": f"{schedule.lineage.name}: {schedule.name} ({schedule.requested} samples"
+                               + (", one loop step a firing)" if schedule.runs_loop else ")"),
             },
         )
         if schedule.periodic_task_id != task.pk:
@@ -58,7 +60,8 @@ def schedule_pause(*, schedule: LineageSchedule, reason: str) -> None:
 
 
 def schedule_resume(*, schedule: LineageSchedule) -> None:
-    LineageSchedule.objects.filter(pk=schedule.pk).update(paused_at=None, paused_reason="")
+    """Resume; a loop schedule then replaces a job that failed before now instead of stopping on it again."""
+    LineageSchedule.objects.filter(pk=schedule.pk).update(paused_at=None, paused_reason="", resumed_at=timezone.now())
 
 
 def lineage_review_backlog(*, lineage) -> int:
@@ -87,6 +90,8 @@ def schedule_run(*, schedule_id: int) -> ScheduleRun:
         reason = "the schedule is disabled"
     elif schedule.paused_at:
         reason = f"the schedule is paused: {schedule.paused_reason or 'no reason given'}"
+    elif schedule.runs_loop:
+        return _loop_firing(schedule)
     elif GenerationJob.objects.filter(lineage=lineage, status__in=GenerationJob.ACTIVE).exists():
         reason = "a job of this lineage is still running"
     else:
@@ -100,3 +105,35 @@ def schedule_run(*, schedule_id: int) -> ScheduleRun:
     except JobError as exc:
         return ScheduleRun.objects.create(schedule=schedule, skipped_reason=str(exc))
     return ScheduleRun.objects.create(schedule=schedule, job=job)
+
+
+LOOP_STOPPED = "the loop stopped: "
+
+
+def _loop_firing(schedule: LineageSchedule) -> ScheduleRun:
+    """A loop schedule's firing: one step of the loop, recorded (what it did, or what it waits for).
+
+    The step never blocks: a job, the flags, reviewers, exports or the trainer
+    are waited for by firing again. When the loop cannot go on (a refused job,
+    a failed job or training run, a refused build) the schedule pauses itself
+    with the cause, like a gate; resuming it after the cause is fixed goes on
+    from there (a job that failed before the resume is replaced by a new one).
+    Past `loop_last_generation` it skips, saying the loop is done.
+    """
+    from .loop_runner import LoopError, Phase, loop_step
+
+    last = schedule.loop_last_generation
+    try:
+        step = loop_step(lineage=schedule.lineage, items=schedule.requested,
+                         retry_failed_before=max(filter(None, [schedule.created_at, schedule.resumed_at])),
+                         stop_before=last + 1 if last else None)
+    except LoopError as exc:
+        reason = f"{LOOP_STOPPED}{exc}"[:500]
+        schedule_pause(schedule=schedule, reason=reason)
+        return ScheduleRun.objects.create(schedule=schedule, skipped_reason=reason)
+    if step.phase == Phase.READY:
+        return ScheduleRun.objects.create(
+            schedule=schedule, skipped_reason=f"the loop is done: generation {last} is built and generation "
+                                              f"{step.generation} is ready (the schedule's last generation is {last})")
+    return ScheduleRun.objects.create(schedule=schedule, job=step.job, loop_step=(
+        ("waiting: " if step.waiting else "") + (step.note + "; " if step.note else "") + step.message)[:500])

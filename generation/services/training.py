@@ -443,7 +443,8 @@ def model_verify(*, model: ModelRecord) -> bool:
             argv += [config.lora_path] if config.lora_path else []
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=VERIFY_TIMEOUT_SECONDS,
-                                      cwd=settings.BASE_DIR)
+                                      cwd=settings.BASE_DIR, env={**os.environ, "OUROBOROS_LLAMA_THREADS": str(
+                                          settings.OUROBOROS["LLAMA_THREADS"])})
             except subprocess.TimeoutExpired:
                 reason = f"llama.cpp did not load and generate within {VERIFY_TIMEOUT_SECONDS} s"
             else:

@@ -10,6 +10,7 @@ model) takes down the child, never the worker, and is recorded as a failure.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
@@ -17,7 +18,10 @@ def main(argv: list[str]) -> int:
     from llama_cpp import Llama
 
     model, lora = argv[0], (argv[1] if len(argv) > 1 else None)
-    llm = Llama(model_path=model, lora_path=lora, n_ctx=512, n_threads=2, verbose=False)
+    # The worker's OUROBOROS_LLAMA_THREADS (model_verify passes it): on a loaded machine a second
+    # thread that spins waiting for the first costs far more than it brings.
+    threads = max(1, int(os.environ.get("OUROBOROS_LLAMA_THREADS") or 2))
+    llm = Llama(model_path=model, lora_path=lora, n_ctx=512, n_threads=threads, verbose=False)
     try:
         result = llm.create_chat_completion(
             messages=[{"role": "user", "content": "Say hello in one short sentence."}],

@@ -28,7 +28,10 @@ from tests.generation.training_support import TINY, published_set
 @pytest.fixture(autouse=True)
 def model_root(tmp_path, settings):
     settings.EXPORT_ROOT = tmp_path / "exports"
-    settings.OUROBOROS = {**settings.OUROBOROS, "MODEL_ROOT": str(tmp_path / "models")}
+    # One thread for torch and llama.cpp: on the shared 2-core machine a second one mostly spins
+    # waiting for the first (the in-process run took 249 s with two).
+    settings.OUROBOROS = {**settings.OUROBOROS, "MODEL_ROOT": str(tmp_path / "models"), "TRAINING_THREADS": 1,
+                          "LLAMA_THREADS": 1}
     yield
     svc._session_drop()
 

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from generation.backends import GenerationParams
+from curation.models import GenerationMetrics, LineagePolicy, Sample
+from generation.backends.fake import FakeBackend
 from generation.backends.llama_cpp import LlamaCppBackend
-from generation.models import ModelRecord, TrainingRun, base_model_record
+from generation.models import GenerationJob, GeneratorSettings, LoopMode, ModelRecord, TrainingRun, base_model_record
+from generation.services import job_create
+from generation.services.jobs import _produce_item
+from generation.services.prompts import lineage_prompts
 from generation.services.training import model_backend_config, sha256_of, training_run_create, training_runs_requeue_stale
 from generation.training.lora import checkpoint_step
 from tests.generation.training_support import TINY, published_set
@@ -37,39 +41,70 @@ def _run(pk: int) -> TrainingRun:
     return TrainingRun.objects.select_related("output_model").get(pk=pk)
 
 
-def test_a_worker_trains_the_student_and_llama_cpp_serves_a_model_that_answers_differently(
-        tmp_path, worker_env, reviewer, curator, django_capture_on_commit_callbacks):
+# Two steps of one short sequence move a LoRA at TINY's learning rate far enough to change the answers;
+# one chunk, so the worker never reloads. One thread each: on a loaded 2-core machine a second
+# thread mostly waits for the first (torch's and llama.cpp's workers synchronise every layer).
+TRAIN_ONCE = {**TINY, "max_steps": 2, "batch_size": 1, "max_tokens": 72, "checkpoint_every": 2}
+ONE_THREAD = {"OUROBOROS_TRAINING_THREADS": "1", "OUROBOROS_LLAMA_THREADS": "1"}
+
+
+def test_a_worker_trains_the_student_and_the_next_generation_is_generated_by_it(
+        tmp_path, worker_env, settings, reviewer, curator, django_capture_on_commit_callbacks):
+    """Issue 13's first test: train a few steps, then generation 2 (loop mode train) is answered by the
+    trained student: its samples name it and its sha256, and the base model answers the same items,
+    on the same seeds, otherwise."""
+    settings.OUROBOROS = {**settings.OUROBOROS, "LLAMA_THREADS": 1}  # as in the worker, for the replay below
     training_set = published_set(reviewer=reviewer, curator=curator, capture=django_capture_on_commit_callbacks)
-    worker = CeleryProcess.worker("trainer", tmp_path, env=worker_env, queues="training")
+    lineage = training_set.lineage
+    # One process serves both queues: the model it trained is then loaded once more, by llama.cpp, for the job.
+    worker = CeleryProcess.worker("trainer", tmp_path, env={**worker_env, **ONE_THREAD},
+                                  queues="training,generation")
     try:
-        run = training_run_create(training_set=training_set, created_by=curator, params=TINY)
+        run = training_run_create(training_set=training_set, created_by=curator, params=TRAIN_ONCE)
         wait_for(lambda: not _run(run.pk).is_active, timeout=TIMEOUT, what="the training run to end",
+                 processes=[worker])
+        run = _run(run.pk)
+        assert run.status == TrainingRun.Status.DONE, f"{run.status}: {run.error}\n{worker.log_tail()}"
+        # The fake tutor asks (deterministic per seed), the student answers once per item.
+        GeneratorSettings.objects.filter(lineage=lineage).update(loop_mode=LoopMode.TRAIN, student_answers=1)
+        LineagePolicy.objects.filter(lineage=lineage).update(heldout_min=1)  # one held-out passage to measure
+        job = job_create(lineage=lineage, requested=1, created_by=curator, seed=5)
+        # The job's first commit also queued the new student's held-out perplexity on `training`.
+        wait_for(lambda: not GenerationJob.objects.get(pk=job.pk).is_active and GenerationMetrics.objects.filter(
+                     generation=job.generation, heldout_perplexity__isnull=False).exists(),
+                 timeout=TIMEOUT, what="generation 2's job and its student's held-out perplexity",
                  processes=[worker])
     finally:
         worker.stop()
-    run = _run(run.pk)
-    assert run.status == TrainingRun.Status.DONE, f"{run.status}: {run.error}\n{worker.log_tail()}"
     model = run.output_model
     assert model.status == ModelRecord.Status.READY and model.sha256 == sha256_of(Path(model.path))
     assert model.metrics["resumed_from_step"] == 0 and run.claimed_pid
 
-    # Served by llama.cpp (no transformers): the base GGUF plus the adapter, same prompt, same seed.
-    messages = [{"role": "user", "content": "What is item 3 about?"}]
-    params = GenerationParams(temperature=0.7, max_tokens=40, seed=11)
-    trained = LlamaCppBackend(model_backend_config(model=model))
-    again = LlamaCppBackend(model_backend_config(model=model))
+    job = GenerationJob.objects.select_related("lineage", "generation").get(pk=job.pk)
+    assert job.status == GenerationJob.Status.DONE and job.generation.number == 2, job.last_error
+    samples = list(Sample.objects.filter(job=job).order_by("item_index"))
+    # Seeded throughout (training, the fake tutor, llama.cpp), so this one item passes or fails every time.
+    assert samples, list(job.failures.values_list("reason", flat=True))
+    for sample in samples:
+        assert sample.provenance["models"]["student"] == {
+            "id": model.pk, "name": model.name, "kind": "lora_adapter", "sha256": model.sha256}
+    measured = GenerationMetrics.objects.get(generation=job.generation).heldout_perplexity
+    model.refresh_from_db()
+    assert measured > 1 and list(model.metrics["heldout_perplexity"].values()) == [measured]
+
+    # The job's items again, here, in the worker's order and on its seeds, with the base model as the
+    # student on a fresh llama.cpp context, as the worker's was: a worker that ran the base model
+    # would have written exactly these answers (the order of calls on a context moves the logits).
     base = LlamaCppBackend(model_backend_config(model=base_model_record()))
     try:
-        trained_text = trained.generate(messages, params).text
-        base_text = base.generate(messages, params).text
-        # Same seed, same text, from a fresh context: one that has just evaluated this prompt reuses
-        # its prefix (the backend keeps it for the k answers of a question), which moves the logits.
-        assert again.generate(messages, params).text == trained_text
+        replayed = [_produce_item(job, FakeBackend(), lineage_prompts(lineage=lineage), index, student=base)
+                    for index in range(job.requested)]
     finally:
-        trained.close()
-        again.close()
         base.close()
-    assert trained_text != base_text  # ...and not the base model's
+    for sample in samples:
+        base_item = replayed[sample.item_index]  # (material, result), or why every attempt was refused
+        base_answer = None if isinstance(base_item, str) else base_item[1].answer
+        assert base_answer != sample.answer, sample.answer  # the trained student's answer, not the base model's
 
 
 def test_a_worker_killed_mid_training_leaves_a_run_that_a_second_worker_finishes_from_its_checkpoint(
