@@ -22,7 +22,7 @@ from curation.api.errors import Conflict, field_error
 from curation.api.lineages import SLUG
 from curation.api.permissions import IsReviewer
 from curation.api.responses import BAD_REQUEST, CONFLICT, NOT_FOUND, errors
-from curation.models import Flag, Generation, Review, Sample
+from curation.models import Flag, Generation, Sample
 from curation.services.review import (
     AlreadyDecided,
     LeasedElsewhere,
