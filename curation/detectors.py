@@ -28,7 +28,7 @@ from curation.similarity import cosine_matrix, split_sentences, top_k
 
 # Bump when a change alters scores: every flag stores it, and `reflag_lineage`
 # recomputes a lineage's flags after a bump.
-HALLUCINATION_VERSION = "halluc-3.0-lr-pmi-mismatch"
+HALLUCINATION_VERSION = "halluc-3.1-lr-pmi-mismatch"
 DUPLICATE_VERSION = "dup-3.0-lr-verified"
 COPY_JACCARD = 0.9
 
