@@ -28,7 +28,7 @@ from curation.similarity import cosine_matrix, split_sentences, top_k
 
 # Bump when a change alters scores: every flag stores it, and `reflag_lineage`
 # recomputes a lineage's flags after a bump.
-HALLUCINATION_VERSION = "halluc-3.0-lr-pmi-mismatch"
+HALLUCINATION_VERSION = "halluc-3.1-lr-pmi-mismatch"
 DUPLICATE_VERSION = "dup-4.0-calibrated-pairs"
 
 
@@ -107,14 +107,16 @@ class HallucinationResult:
 def lm_source(candidates: list[list[Reference]], *, limit_chars: int | None = None) -> str:
     """The text the language model reads before an answer: the sentences of its candidate chunks, once each.
 
-    Chunks are grouped by passage (passages in the order they first rank) and
-    kept in the order they come, so the question's own passage, whose chunks
-    the service appends in position order, reads as written. Cut at
+    The sample's root passage comes first, then the other passages in the
+    order they first rank; each passage's chunks in their position order (a
+    passage's single sentences come before its windows), so a passage reads as
+    written. The order is canonical on purpose: every sample of one passage
+    then starts its source with the same text, and the language model reuses
+    that prefix's evaluated state across them (`signals.lm`). Cut at
     `limit_chars` (LM_SOURCE_CHARS): the model's cost grows with its length.
     """
     limit_chars = limit_chars or settings.OUROBOROS.get("LM_SOURCE_CHARS", 2400)
     by_passage: dict = {}
-    seen: set[str] = set()
     rank = 0
     while True:
         any_left = False
@@ -122,16 +124,26 @@ def lm_source(candidates: list[list[Reference]], *, limit_chars: int | None = No
             if rank < len(refs):
                 any_left = True
                 ref = refs[rank]
-                key = ref.source.get("passage_id", id(ref))
-                for sentence in split_sentences(ref.text) or [ref.text]:
-                    if sentence not in seen:
-                        seen.add(sentence)
-                        by_passage.setdefault(key, []).append(sentence)
+                chunks = by_passage.setdefault(ref.source.get("passage_id", id(ref)), {})
+                chunks.setdefault(ref.text, (ref.source.get("position", len(chunks)), len(chunks), ref))
         if not any_left:
             break
         rank += 1
-    text = "\n\n".join(" ".join(sentences) for sentences in by_passage.values())
-    return text[:limit_chars]
+    root = [key for key, chunks in by_passage.items()
+            if any(r.source.get("supported_by") == "root passage" for _, _, r in chunks.values())]
+    order = root[:1] + [key for key in by_passage if key not in root[:1]]
+    seen: set[str] = set()
+    texts = []
+    for key in order:
+        sentences = []
+        for _, _, ref in sorted(by_passage[key].values(), key=lambda c: (c[0], c[1])):
+            for sentence in split_sentences(ref.text) or [ref.text]:
+                if sentence not in seen:
+                    seen.add(sentence)
+                    sentences.append(sentence)
+        if sentences:
+            texts.append(" ".join(sentences))
+    return "\n\n".join(texts)[:limit_chars]
 
 
 def hallucination_score(*, sentences: list[str], sentence_vecs: np.ndarray, candidates: list[list[Reference]],
@@ -210,10 +222,16 @@ def in_memory_candidates(sentences: list[str], sources: list[str]) -> tuple[np.n
     vectors = embedder.embed(sentences + [c for _, c in chunks])
     sentence_vecs, chunk_vecs = vectors[: len(sentences)], vectors[len(sentences) :]
     k = settings.OUROBOROS["GROUNDING_TOP_K"]
+    first: dict[int, int] = {}
+    for j, (n, _) in enumerate(chunks):
+        first.setdefault(n, j)
 
     def ref(j: int) -> Reference:
-        return Reference(chunks[j][1], chunk_vecs[j], {"passage_id": chunks[j][0],
-                                                       "passage_title": f"source {chunks[j][0] + 1}"})
+        n = chunks[j][0]
+        return Reference(chunks[j][1], chunk_vecs[j], {
+            "passage_id": n, "passage_title": f"source {n + 1}", "position": j - first[n],
+            # one source is the question's own passage, as the service's root passage
+            **({"supported_by": "root passage"} if len(sources) == 1 else {})})
 
     candidates = []
     for i in range(len(sentences)):

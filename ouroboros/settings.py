@@ -266,6 +266,10 @@ OUROBOROS = {
     "BACKEND_RETRY_DELAY": envfloat("OUROBOROS_BACKEND_RETRY_DELAY", 2.0),
     "LLAMA_THREADS": envint("OUROBOROS_LLAMA_THREADS", 2, minimum=1),
     "LLAMA_CONTEXT": envint("OUROBOROS_LLAMA_CONTEXT", 2048, minimum=512),
+    # Threads of the flagging worker's LM scorer (curation/signals/lm.py). One: a worker runs one process
+    # per core, and on a loaded machine two llama.cpp threads waiting on each other at every layer read
+    # 15-26 tokens/s where one read 43-70 (SmolLM2-135M, load average 12-14 on 2 cores).
+    "LM_THREADS": envint("OUROBOROS_LM_THREADS", 1, minimum=1),
     "JOB_CHUNK_SIZE": envint("OUROBOROS_JOB_CHUNK_SIZE", 4, minimum=1),
     # The lease of a claimed job, renewed after every item: a job whose worker has
     # not reported for this long is considered dead and re-queued by the periodic

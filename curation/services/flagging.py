@@ -418,7 +418,8 @@ def _candidates(items: list[_Item]) -> None:
     for chunk in chunks.select_related("passage").only("id", "text", "embedding", "position", "passage__id",
                                                          "passage__title").order_by("passage_id", "position"):
         refs[chunk.pk] = (chunk.text, np.asarray(chunk.embedding, dtype=np.float32),
-                          {"passage_id": chunk.passage_id, "passage_title": chunk.passage.title, "chunk_id": chunk.pk})
+                          {"passage_id": chunk.passage_id, "passage_title": chunk.passage.title, "chunk_id": chunk.pk,
+                           "position": chunk.position})
         by_passage.setdefault(chunk.passage_id, []).append(chunk.pk)
     for item in items:
         item.candidates = []

@@ -1,4 +1,5 @@
 """The detectors with the new signals, on the real embedder and the real language model."""
+import numpy as np
 import pytest
 
 from curation import detectors
@@ -84,3 +85,31 @@ def test_the_language_model_lifts_a_sentence_the_source_states_more_than_an_inve
     stated, invented = signals
     assert stated.pmi > invented.pmi
     assert stated.consistency is not None and stated.consistency > invented.consistency
+
+
+def test_reused_prefixes_and_one_decode_for_all_answers_give_what_a_fresh_read_gives():
+    """The scorer's prefix cache and batched answer rows change the cost, never the numbers."""
+    from ouroboros.embedded import smollm2_gguf
+
+    path = str(smollm2_gguf())
+    shared = "Source:\n" + SOURCE + " "
+    prefixes = [shared + "She was born in Warsaw.\n\nText:\n", shared + "She taught in Paris.\n\nText:\n",
+                "Source:\n\n\nText:\n", "Source:\nCurie found radium.\n\nText:\n"]
+    sentences = ["Marie Curie discovered polonium.", "She was born in Paris."]
+    # A context so small that the four prefixes cannot all stay: every call evicts and copies.
+    cached = lm.LMScorer(path, n_ctx=192, window=128, prefix_slots=3)
+    first = cached.logprobs_after(prefixes, sentences)
+    again = cached.logprobs_after(prefixes[::-1], sentences)[::-1]
+    reordered = cached.logprobs_after(prefixes, sentences[::-1])
+    assert cached.stats["reused_tokens"] > 0  # the second prefix starts with the first's passage
+    for n, prefix in enumerate(prefixes):
+        alone = lm.LMScorer(path, n_ctx=128, window=128, prefix_slots=1)
+        fresh = alone.logprobs_after([prefix], sentences)[0]
+        fresh_reordered = alone.logprobs_after([prefix], sentences[::-1])[0]
+        alone.close()
+        for got, want in ((first[n], fresh), (again[n], fresh), (reordered[n], fresh_reordered)):
+            assert [len(g) for g in got] == [len(w) for w in want]
+            for g, w in zip(got, want):
+                assert np.allclose(g, w, atol=2e-3), (prefix, g, w)
+    cached.close()
+    assert lm.scorer() is lm.scorer()  # one scorer, one context, per process

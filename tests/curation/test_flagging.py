@@ -66,6 +66,19 @@ def test_an_unsupported_sentence_is_flagged_with_its_best_passage(lineage, photo
     assert [s["unsupported"] for s in flag.evidence["sentences"]] == [False, False, True]
 
 
+def test_a_lineage_with_lm_grounding_flags_the_invented_sentence_with_its_pmi_in_the_evidence(lineage, photosynthesis):
+    """LM grounding on: the worker's scorer reads the passage, and the invented sentence has the lowest PMI."""
+    answer = grounded_answer(photosynthesis) + " The Eiffel Tower was painted bright orange by Napoleon in 1999."
+    lineage.lm_grounding = True
+    lineage.save(update_fields=["lm_grounding"])
+    sample = make_sample(lineage, question="What is photosynthesis?", answer=answer, flagged=False)
+    [flag] = sample_flag(sample_id=sample.pk)
+    sentences = flag.evidence["sentences"]
+    assert all("pmi" in s["signals"] and "answer_pmi" in s["signals"] for s in sentences)
+    assert [s["unsupported"] for s in sentences] == [False, False, True]
+    assert sentences[2]["signals"]["pmi"] < min(s["signals"]["pmi"] for s in sentences[:2])
+
+
 def test_flagging_stores_the_queue_risk_on_every_path(lineage, photosynthesis):
     """Risk is the highest flag score, written by flagging itself, so a re-flag keeps the queue order right."""
     clean = make_sample(lineage, answer=grounded_answer(photosynthesis), passage=photosynthesis, flagged=False)

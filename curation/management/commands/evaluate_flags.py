@@ -38,7 +38,7 @@ class Command(BaseCommand):
             items = load(file)
         except DatasetError as exc:
             raise CommandError(str(exc)) from None
-        scored = score(items, mode=answers, use_lm=not no_lm and None) if kind == "hallucination" else score(items)
+        scored = score(items, mode=answers, use_lm=not no_lm) if kind == "hallucination" else score(items)
         labels = [item.label for item in items]
         best = metrics.best_f1(labels, scored.scores)
         signals = signal_aucs(labels, scored.rows)
