@@ -263,12 +263,15 @@ def heldout_perplexity_record(*, generation: Generation) -> float | None:
         from generation.services.training import student_perplexity  # the built-in trainer's measure
 
         measured = student_perplexity(model=student, texts=texts)
-        # The trainer returns {"perplexity", "tokens", "nll", "method", ...}; a bare number is taken as is.
+        # The trainer returns {"perplexity", "tokens", "nll", "per_text", ...}; a bare number is taken as is.
         cached = float(measured["perplexity"] if isinstance(measured, dict) else measured)
+        per_text = measured.get("per_text") if isinstance(measured, dict) else None
         with transaction.atomic():
             locked = ModelRecord.objects.select_for_update().get(pk=student.pk)
             metrics = dict(locked.metrics or {})
             metrics["heldout_perplexity"] = {**(metrics.get("heldout_perplexity") or {}), digest: cached}
+            if per_text:  # each passage's (nll, tokens), in id order: what a bootstrap over the split resamples
+                metrics["heldout_per_text"] = {**(metrics.get("heldout_per_text") or {}), digest: per_text}
             ModelRecord.objects.filter(pk=student.pk).update(metrics=metrics)
     row, _ = GenerationMetrics.objects.get_or_create(
         generation=generation, defaults={"fingerprint": "", "computed_at": timezone.now()})
