@@ -19,7 +19,7 @@ from django.db import transaction
 
 from curation.models import Generation, Lineage, Sample, TrainingSet
 from curation.selectors import lineage_open_generation
-from curation.services.auto_review import samples_auto_review, system_reviewer
+from curation.services.auto_review import BY_FLAGS, samples_auto_review, system_reviewer
 from curation.services.training_sets import TrainingSetError, training_set_build
 from generation.errors import JobError
 from generation.models import GenerationJob, GenerationModels, LoopMode, TrainingRun, generator_settings_for
@@ -87,15 +87,20 @@ def _progress(job_id: int) -> str:
     return f"{job.done_count + job.failed_count} of {job.requested} items"
 
 
-def _review(*, lineage: Lineage, generation: Generation, waiter: Waiter, say) -> None:
+def _flags(*, generation: Generation, waiter: Waiter) -> None:
     samples = Sample.objects.filter(generation=generation)
     waiter.until(lambda: not samples.filter(flagged_at__isnull=True).exists(),
                  lambda: f"waiting for the flags of {samples.filter(flagged_at__isnull=True).count()} samples: "
                          f"are `curation` workers running?")
+
+
+def _review(*, lineage: Lineage, generation: Generation, waiter: Waiter, say, review_mode: str) -> None:
+    samples = Sample.objects.filter(generation=generation)
     lineage.refresh_from_db()
     if lineage.auto_review:
-        outcome = samples_auto_review(lineage=lineage)
-        say(f"generation {generation.number}: auto review accepted {outcome.accepted}, rejected {outcome.rejected}"
+        outcome = samples_auto_review(lineage=lineage, mode=review_mode)
+        say(f"generation {generation.number}: auto review ({review_mode}) accepted {outcome.accepted}, "
+            f"rejected {outcome.rejected}"
             + (f", skipped {outcome.skipped} (decided or held by a person)" if outcome.skipped else ""))
     else:
         say(f"generation {generation.number}: auto review is off; waiting for reviewers to decide "
@@ -149,7 +154,8 @@ def _wait_external(*, next_generation: Generation, waiter: Waiter) -> None:
 
 
 def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None = None, user=None,
-             say: Callable[[str], None] = print, poll: float = 2.0, timeout: float = 6 * 3600) -> list[GenerationReport]:
+             say: Callable[[str], None] = print, poll: float = 2.0, timeout: float = 6 * 3600,
+             review_mode: str = BY_FLAGS) -> list[GenerationReport]:
     """Run `generations` rounds of the loop on the lineage; a report per generation.
 
     Each round, on the open generation N:
@@ -159,6 +165,10 @@ def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None
     4. build training set N (closes N, opens N+1) and wait for its exports;
     5. loop mode train: train the student of N+1 on set N and wait for it, then
        record its held-out perplexity; external: wait for a registered student.
+    `review_mode` is auto review's (auto_review.MODES). A report's `seconds` has one entry per step:
+    generate, flag (the flags still running after the job; most are done
+    while it runs), review, build, train (training, the GGUF adapter and its
+    load-and-generate check) and perplexity.
     """
     if generations < 1 or items < 1:
         raise LoopError("--generations and --items must be at least 1")
@@ -179,8 +189,11 @@ def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None
         models = GenerationModels.objects.filter(generation=generation).select_related("student").first()
         report.student = models.student.name if models and models.student else ""
         started = time.monotonic()
-        _review(lineage=lineage, generation=generation, waiter=waiter, say=say)
-        report.seconds["flag_and_review"] = round(time.monotonic() - started, 1)
+        _flags(generation=generation, waiter=waiter)
+        report.seconds["flag"] = round(time.monotonic() - started, 1)
+        started = time.monotonic()
+        _review(lineage=lineage, generation=generation, waiter=waiter, say=say, review_mode=review_mode)
+        report.seconds["review"] = round(time.monotonic() - started, 1)
         report.samples = job.done_count
         started = time.monotonic()
         training_set = _build(lineage=lineage, generation=generation, user=user, waiter=waiter)
@@ -195,9 +208,11 @@ def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None
                 f"on training set {training_set.pk}")
             _train(training_set=training_set, next_generation=next_generation, user=user, waiter=waiter)
             report.seconds["train"] = round(time.monotonic() - started, 1)
+            started = time.monotonic()
             if generation.number == 1:
                 heldout_perplexity_record(generation=generation)  # the untrained student: the gate's baseline
             report.heldout_perplexity = heldout_perplexity_record(generation=next_generation)
+            report.seconds["perplexity"] = round(time.monotonic() - started, 1)
         elif mode == LoopMode.EXTERNAL:
             started = time.monotonic()
             _wait_external(next_generation=next_generation, waiter=waiter)
