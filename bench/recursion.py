@@ -2,7 +2,7 @@
 student's held-out perplexity and the data's diversity are measured every generation.
 
     python -m ouroboros.stack bench bench.recursion --generations G --items N [--seed S] [--seeds K]
-        [--answers 2] [--top-ups 2] [--figures bench/figures]
+        [--answers 2] [--generation-workers 2] [--top-ups 2] [--figures bench/figures]
 
 Both arms start from the same corpus (the demo's 24 passages) and the same seed, with the
 embedded SmolLM2 as tutor and first student, loop mode `train` (each generation's student
@@ -15,9 +15,9 @@ Celery workers for the `generation`, `curation` and `training` queues:
   flagged sample is rejected): every earlier accepted sample plus fresh real passages.
 
 Both arms run at once, each in its own thread calling `loop_run` one generation at a time, on
-the same three workers (one process each): the machine's load falls on both alike, and one
-arm's training overlaps the other's generating. A step's seconds are therefore wall time that
-includes waiting for the other arm's task on a shared worker. The jobs of generation g get the
+the same workers (two generation processes, one curation, one training): the machine's load
+falls on both alike, and one arm's training overlaps the other's generating. A step's seconds
+are therefore wall time that includes waiting for the other arm's task on a shared worker. The jobs of generation g get the
 same seed in both arms (llama.cpp keeps its evaluated context between calls, so the two arms'
 generation 1 is not byte-identical even so). Two bench settings, where the issue is silent:
 - a generation whose every sample was flagged would end the curated arm (the builder refuses a
@@ -447,18 +447,20 @@ def _write(result: dict, figures: Path, replicates: list[dict]) -> None:
     (figures / "recursion.md").write_text(markdown_table(result))
 
 
-def _workers(logs: Path):
+def _workers(logs: Path, generation_workers: int):
     from ouroboros.celery import app
     from tests.support.processes import CeleryProcess
 
     prefix = f"recursion-{os.getpid()}"
     # Generation at one llama.cpp thread: it runs beside the curation worker's embedder on 2 cores
     # (issue 12's note: 1 thread is 3-5x cheaper in CPU time there than 2).
-    specs = [("generation", {"OUROBOROS_LLAMA_THREADS": os.environ.get("OUROBOROS_LLAMA_THREADS", "1")}),
-             ("curation", {}), ("training", {})]
-    workers = [CeleryProcess(queue, ["worker", "-Q", queue, "-c", "1", "-n", f"{prefix}-{queue}@%h",
-                                     "--loglevel=INFO", "--without-gossip", "--without-mingle"],
-                             logs / f"{queue}.log", env) for queue, env in specs]
+    # Two generation processes by default: the two arms' chunks run at once, one core each.
+    threads = {"OUROBOROS_LLAMA_THREADS": os.environ.get("OUROBOROS_LLAMA_THREADS", "1")}
+    specs = [(f"generation-{i}", "generation", threads) for i in range(generation_workers)]
+    specs += [("curation", "curation", {}), ("training", "training", {})]
+    workers = [CeleryProcess(name, ["worker", "-Q", queue, "-c", "1", "-n", f"{prefix}-{name}@%h",
+                                    "--loglevel=INFO", "--without-gossip", "--without-mingle"],
+                             logs / f"{name}.log", env) for name, queue, env in specs]
     deadline = time.monotonic() + 300
     while len([n for n in (app.control.inspect(timeout=1).ping() or {}) if n.startswith(prefix)]) < len(workers):
         dead = [w for w in workers if not w.alive()]
@@ -553,14 +555,16 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--seeds", type=int, default=1, help="replicate pairs of lineages, seeds S .. S+K-1")
     parser.add_argument("--answers", type=int, default=2, help="student answers per item")
+    parser.add_argument("--generation-workers", type=int, default=2,
+                        help="worker processes on the generation queue (default 2, one llama.cpp thread each)")
     parser.add_argument("--top-ups", type=int, default=2,
                         help="times a generation whose every sample was flagged gets N more items (default 2)")
     parser.add_argument("--figures", default="bench/figures", help="folder for recursion.json and recursion.svg")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="seconds any one loop step may take")
     args = parser.parse_args()
-    for name in ("generations", "items", "seeds", "answers"):
+    for name in ("generations", "items", "seeds", "answers", "generation_workers"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
     # A curated set can be one accepted sample and one real passage: train on it rather than stop the arm.
     os.environ.setdefault("OUROBOROS_TRAINING_MIN_RECORDS", "1")
 
@@ -590,7 +594,7 @@ def main() -> int:
     load: list = []
     lock, changed = threading.Lock(), threading.Event()
     app.control.purge()
-    workers = _workers(logs)
+    workers = _workers(logs, args.generation_workers)
     try:
         # Both arms (of every seed) run at once on the same three workers: the same load falls on both, and
         # one arm's training overlaps the other's generating. Each waits its turn on a worker's queue.
