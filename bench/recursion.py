@@ -280,6 +280,8 @@ def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
+        if abs(value) >= 10 ** digits:
+            return f"{value:.0f}"
         return f"{value:.{digits}g}" if abs(value) >= 1 or value == 0 else f"{value:.{digits}f}".rstrip("0")
     return str(value)
 

@@ -104,12 +104,12 @@ def test_the_chart_of_a_run_with_no_rows_yet_says_so():
 
 
 def test_the_markdown_table_has_a_row_per_arm_and_generation_with_dashes_for_what_is_missing():
-    rows = [{**_row(1, 12.0, 0.8, {"generate": 30.0, "train": 60.0}, ci=[11.0, 13.5]), "samples": 8, "accepted": 3,
+    rows = [{**_row(1, 12.0, 0.8, {"generate": 1181.3, "train": 60.0}, ci=[11.0, 13.5]), "samples": 8, "accepted": 3,
              "training_records": 4, "training_real_records": 1},
             {"generation": 2, "heldout_perplexity": 11.5, "heldout_perplexity_ci95": None, "seconds": {}}]
     table = markdown_table({"arms": aggregate([{"curated": rows}])})
     header, rule, first, second = table.splitlines()
     assert header.count("|") == rule.count("|") == first.count("|") == second.count("|")
     assert first.startswith("| curated | 1 | 12 (11–13.5) | 0.8 / – |") and "| 8 (3) | 4 (1) |" in first
-    assert "| 30 / – / – / – / 60 / – |" in first
+    assert "| 1181 / – / – / – / 60 / – |" in first, "seconds in plain digits, not 1.18e+03"
     assert second.startswith("| curated | 2 | 11.5 | – / – |") and second.endswith("| – |")
