@@ -242,36 +242,44 @@ def _panel(*, x0: float, title: str, series: dict[str, list[tuple[int, float, tu
 
 
 def chart_svg(result: dict) -> str:
-    """Two panels, both arms: the student's held-out perplexity (with its spread) and distinct-2 per generation.
+    """Panels, both arms: the student's held-out perplexity (with its spread) and distinct-2 per generation,
+    and, when the run has it, the paired ratio curated ÷ uncurated of the perplexity.
 
     Plain SVG written here (no plotting library); every piece of text is escaped.
     """
     arms = result.get("arms", {})
-    width, panel_w, panel_h, top = 820, 390, 230, 64
+    panel_w, panel_h, top = 360, 230, 64
     ppl = {arm: [(r["generation"], r["heldout_perplexity"], _interval(r)) for r in rows
                  if r.get("heldout_perplexity") is not None] for arm, rows in arms.items()}
     d2 = {arm: [(r["generation"], r["distinct_2_generated"], None) for r in rows
                 if r.get("distinct_2_generated") is not None] for arm, rows in arms.items()}
-    generations = sorted({g for series in (ppl, d2) for points in series.values() for g, _, _ in points})
+    paired = {"curated ÷ uncurated": [(r["generation"], r["ratio"], tuple(r["ci95"]))
+                                      for r in result.get("paired_ratio_by_generation") or []]}
+    panels = [("student's held-out perplexity (lower is better)", ppl), ("distinct-2 of the generated samples", d2)]
+    if paired["curated ÷ uncurated"]:
+        panels.append(("held-out perplexity, curated ÷ uncurated (paired)", paired))
+    width = 10 + len(panels) * (panel_w + 20)
+    generations = sorted({g for _, series in panels for points in series.values() for g, _, _ in points})
     spread = result.get("spread", "")
     caption = (f"bench.recursion: {result.get('generations', '?')} generations of {result.get('items', '?')} items, "
                f"seed {result.get('seed', '?')}" + (f", {result['seeds']} seeds" if result.get("seeds", 1) > 1 else "")
                + ("" if result.get("complete", True) else " (incomplete)"))
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + panel_h + 80}" '
-           f'viewBox="0 0 {width} {top + panel_h + 80}" font-family="sans-serif">',
-           f'<rect width="{width}" height="{top + panel_h + 80}" fill="#fff"/>',
+    height = top + panel_h + 80
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif">',
+           f'<rect width="{width}" height="{height}" fill="#fff"/>',
            f'<text x="12" y="20" font-size="13" font-weight="bold">{html.escape(caption)}</text>']
-    out += _panel(x0=10, title="student's held-out perplexity (lower is better)", series=ppl,
-                  generations=generations, width=panel_w, height=panel_h, top=top)
-    out += _panel(x0=10 + panel_w + 20, title="distinct-2 of the generated samples", series=d2,
-                  generations=generations, width=panel_w, height=panel_h, top=top)
+    for i, (title, series) in enumerate(panels):
+        out += _panel(x0=10 + i * (panel_w + 20), title=title, series=series, generations=generations,
+                      width=panel_w, height=panel_h, top=top)
     legend_y = top + panel_h + 62
     for i, arm in enumerate(arms):
         lx = 70 + i * 160
         out.append(f'<rect x="{lx}" y="{legend_y - 9}" width="14" height="4" fill="{COLOURS.get(arm, "#555")}"/>')
         out.append(f'<text x="{lx + 20}" y="{legend_y - 4}" font-size="12">{html.escape(arm)}</text>')
     if spread:
-        out.append(f'<text x="400" y="{legend_y - 4}" font-size="11">{html.escape("bars: " + spread)}</text>')
+        note = "bars: " + spread + "; for the ratio, the same passages drawn for both arms"
+        out.append(f'<text x="400" y="{legend_y - 4}" font-size="11">{html.escape(note)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -113,3 +113,13 @@ def test_the_markdown_table_has_a_row_per_arm_and_generation_with_dashes_for_wha
     assert first.startswith("| curated | 1 | 12 (11–13.5) | 0.8 / – |") and "| 8 (3) | 4 (1) |" in first
     assert "| 1181 / – / – / – / 60 / – |" in first, "seconds in plain digits, not 1.18e+03"
     assert second.startswith("| curated | 2 | 11.5 | – / – |") and second.endswith("| – |")
+
+
+def test_the_chart_adds_the_paired_ratio_panel_when_the_run_has_one():
+    result = {"arms": aggregate([{"uncurated": [_row(1, 12.0, 0.8)], "curated": [_row(1, 12.0, 0.8)]}]),
+              "paired_ratio_by_generation": [{"generation": 1, "ratio": 1.0, "ci95": [1.0, 1.0]},
+                                             {"generation": 2, "ratio": 0.9, "ci95": [0.85, 0.95]}]}
+    root = ET.fromstring(chart_svg(result))
+    titles = [c.find(f"{SVG}title").text for c in root.findall(f"{SVG}circle")]
+    assert "curated ÷ uncurated, generation 2: 0.9" in titles
+    assert int(root.get("width")) > int(ET.fromstring(chart_svg({"arms": result["arms"]})).get("width"))
