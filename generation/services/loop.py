@@ -176,8 +176,11 @@ def student_backend(*, models: GenerationModels | None, tutor_backend):
     if record.kind in (ModelRecord.Kind.BASE_GGUF, ModelRecord.Kind.MERGED_GGUF):
         return get_backend("llama_cpp", BackendConfig(model_path=record.path, timeout=conf["BACKEND_TIMEOUT"]))
     if record.kind == ModelRecord.Kind.LORA_ADAPTER:
-        base = record.parent.path if record.parent_id and record.parent.path else ""
-        return get_backend("llama_cpp", BackendConfig(model_path=base, lora_path=record.path,
+        # The full GGUF under the adapter, not its parent: from generation 3 on the parent is an adapter
+        # too (each generation continues the last LoRA, and its file holds the whole of it).
+        from .training import model_gguf_root
+
+        return get_backend("llama_cpp", BackendConfig(model_path=model_gguf_root(record).path, lora_path=record.path,
                                                       timeout=conf["BACKEND_TIMEOUT"]))
     backend = (record.params or {}).get("backend", "openai")
     return get_backend(backend, BackendConfig(

@@ -158,6 +158,27 @@ def test_train_mode_generates_with_the_trained_student_on_llama_cpp(db, curator)
                                                       "kind": "merged_gguf", "sha256": "ab" * 32}
 
 
+def test_a_student_that_continues_an_adapter_is_served_on_the_base_gguf(db, monkeypatch):
+    # Generation 3's student is an adapter whose parent is generation 2's adapter: llama.cpp must load
+    # the base GGUF with the newest adapter (which holds the whole continued LoRA), never an adapter as the model.
+    from generation.models import base_model_record
+    from generation.services import loop
+
+    lineage = make_lineage(passages=6)
+    base = base_model_record()
+    second = ModelRecord.objects.create(lineage=lineage, kind=ModelRecord.Kind.LORA_ADAPTER, name="g2", parent=base,
+                                        path="/models/run-1/adapter.gguf", status=ModelRecord.Status.READY)
+    third = ModelRecord.objects.create(lineage=lineage, kind=ModelRecord.Kind.LORA_ADAPTER, name="g3", parent=second,
+                                       path="/models/run-2/adapter.gguf", status=ModelRecord.Status.READY)
+    built = []
+    monkeypatch.setattr(loop, "get_backend", lambda name, config: built.append((name, config)) or config)
+    tutor = object()
+    for student in (second, third):
+        loop.student_backend(models=GenerationModels(tutor=base, student=student), tutor_backend=tutor)
+    assert [(name, config.model_path, config.lora_path) for name, config in built] == [
+        ("llama_cpp", base.path, "/models/run-1/adapter.gguf"), ("llama_cpp", base.path, "/models/run-2/adapter.gguf")]
+
+
 # ---------------------------------------------------------------- held-out split
 
 
