@@ -184,6 +184,9 @@ CELERY_TASK_QUEUES = (
 CELERY_TASK_ROUTES = {
     # Before "generation.*": the first matching pattern wins.
     "generation.train_student": {"queue": "training", "exchange": "training", "routing_key": "training"},
+    # apply_async(queue="training") alone kept "generation.*"'s exchange and routing key, and so
+    # reached the generation queue, where it held up the next chunk while it measured.
+    "generation.record_heldout_perplexity": {"queue": "training", "exchange": "training", "routing_key": "training"},
     "generation.*": {"queue": "generation", "exchange": "generation", "routing_key": "generation"},
     "curation.*": {"queue": "curation", "exchange": "curation", "routing_key": "curation"},
 }

@@ -10,6 +10,12 @@ a usable password who belongs to no group, and agreement (κ) leaves them out.
 It is meant for unattended experiments (`manage.py run_loop`, the recursion
 bench), where waiting for people would stop the loop: it is only as good as the
 detectors, which is the point the curated arm of the bench measures.
+
+Mode `accept-all` is the bench's uncurated arm: the same system reviewer accepts
+every checked sample, flagged or not (no curation at all), still waiting for the
+detectors so that the flag rates of what it let through are measured. It is an
+argument of the call, never a lineage setting: nothing a curator can switch on
+by mistake.
 """
 from __future__ import annotations
 
@@ -24,6 +30,9 @@ from curation.services.review import ReviewError, sample_decide
 SYSTEM_REVIEWER = "ouroboros-auto-review"
 # The reject reason each flag gives, when the lineage offers it; else "other: <why>".
 FLAG_REASONS = {Flag.Kind.NEAR_DUPLICATE: "duplicate", Flag.Kind.HALLUCINATION: "hallucination"}
+BY_FLAGS = "flags"  # accept what no flag marked, reject what one did
+ACCEPT_ALL = "accept-all"  # accept every checked sample: the uncurated arm of the recursion bench
+MODES = (BY_FLAGS, ACCEPT_ALL)
 
 
 class AutoReviewError(ValueError):
@@ -56,13 +65,15 @@ def _reason(lineage: Lineage, kinds: list[str]) -> str:
     return f"other: auto review: flagged as {', '.join(sorted(set(kinds)))}"
 
 
-def samples_auto_review(*, lineage: Lineage, limit: int | None = None) -> AutoReviewOutcome:
+def samples_auto_review(*, lineage: Lineage, limit: int | None = None, mode: str = BY_FLAGS) -> AutoReviewOutcome:
     """Decide the open generation's checked pending samples by their flags, as the system reviewer.
 
     Samples not yet checked by the detectors (`flagged_at` empty) wait; a sample
     someone decided or leased meanwhile is skipped. Running it twice decides
-    nothing twice.
+    nothing twice. `mode` ACCEPT_ALL accepts flagged samples too.
     """
+    if mode not in MODES:
+        raise AutoReviewError(f"unknown auto review mode {mode!r}; use {' or '.join(MODES)}")
     if not lineage.auto_review:
         raise AutoReviewError(f"lineage {lineage.slug} does not have auto review on")
     outcome = AutoReviewOutcome()
@@ -74,7 +85,7 @@ def samples_auto_review(*, lineage: Lineage, limit: int | None = None) -> AutoRe
     reviewer = system_reviewer()
     checked = pending.filter(flagged_at__isnull=False).prefetch_related("flags").select_related("lineage")
     for sample in checked.order_by("id")[:limit]:
-        kinds = [flag.kind for flag in sample.flags.all()]
+        kinds = [flag.kind for flag in sample.flags.all()] if mode == BY_FLAGS else []
         try:
             with transaction.atomic():
                 if kinds:

@@ -176,8 +176,11 @@ def student_backend(*, models: GenerationModels | None, tutor_backend):
     if record.kind in (ModelRecord.Kind.BASE_GGUF, ModelRecord.Kind.MERGED_GGUF):
         return get_backend("llama_cpp", BackendConfig(model_path=record.path, timeout=conf["BACKEND_TIMEOUT"]))
     if record.kind == ModelRecord.Kind.LORA_ADAPTER:
-        base = record.parent.path if record.parent_id and record.parent.path else ""
-        return get_backend("llama_cpp", BackendConfig(model_path=base, lora_path=record.path,
+        # The full GGUF under the adapter, not its parent: from generation 3 on the parent is an adapter
+        # too (each generation continues the last LoRA, and its file holds the whole of it).
+        from .training import model_gguf_root
+
+        return get_backend("llama_cpp", BackendConfig(model_path=model_gguf_root(record).path, lora_path=record.path,
                                                       timeout=conf["BACKEND_TIMEOUT"]))
     backend = (record.params or {}).get("backend", "openai")
     return get_backend(backend, BackendConfig(
@@ -263,12 +266,15 @@ def heldout_perplexity_record(*, generation: Generation) -> float | None:
         from generation.services.training import student_perplexity  # the built-in trainer's measure
 
         measured = student_perplexity(model=student, texts=texts)
-        # The trainer returns {"perplexity", "tokens", "nll", "method", ...}; a bare number is taken as is.
+        # The trainer returns {"perplexity", "tokens", "nll", "per_text", ...}; a bare number is taken as is.
         cached = float(measured["perplexity"] if isinstance(measured, dict) else measured)
+        per_text = measured.get("per_text") if isinstance(measured, dict) else None
         with transaction.atomic():
             locked = ModelRecord.objects.select_for_update().get(pk=student.pk)
             metrics = dict(locked.metrics or {})
             metrics["heldout_perplexity"] = {**(metrics.get("heldout_perplexity") or {}), digest: cached}
+            if per_text:  # each passage's (nll, tokens), in id order: what a bootstrap over the split resamples
+                metrics["heldout_per_text"] = {**(metrics.get("heldout_per_text") or {}), digest: per_text}
             ModelRecord.objects.filter(pk=student.pk).update(metrics=metrics)
     row, _ = GenerationMetrics.objects.get_or_create(
         generation=generation, defaults={"fingerprint": "", "computed_at": timezone.now()})

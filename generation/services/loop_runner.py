@@ -28,7 +28,7 @@ from django.db import connection, transaction
 
 from curation.models import Generation, Lineage, Sample, TrainingSet
 from curation.selectors import lineage_open_generation
-from curation.services.auto_review import samples_auto_review, system_reviewer
+from curation.services.auto_review import BY_FLAGS, samples_auto_review, system_reviewer
 from curation.services.training_sets import TrainingSetError, training_set_build
 from generation.errors import JobError
 from generation.models import GenerationJob, GenerationModels, LoopMode, TrainingRun, generator_settings_for
@@ -156,7 +156,7 @@ def _job_step(*, lineage: Lineage, generation: Generation, mode: str, items: int
     return None
 
 
-def _review_step(*, lineage: Lineage, generation: Generation) -> LoopStep | None:
+def _review_step(*, lineage: Lineage, generation: Generation, review_mode: str) -> LoopStep | None:
     """Wait for the flags; then auto review decides, or the loop waits for reviewers. None once none is pending."""
     samples = Sample.objects.filter(generation=generation)
     unflagged = samples.filter(flagged_at__isnull=True).count()
@@ -168,10 +168,10 @@ def _review_step(*, lineage: Lineage, generation: Generation) -> LoopStep | None
         return None
     note = ""
     if lineage.auto_review:
-        outcome = samples_auto_review(lineage=lineage)
+        outcome = samples_auto_review(lineage=lineage, mode=review_mode)
         if outcome.accepted or outcome.rejected:
             return LoopStep(generation.number, Phase.REVIEW, message=(
-                f"generation {generation.number}: auto review accepted {outcome.accepted}, rejected "
+                f"generation {generation.number}: auto review ({review_mode}) accepted {outcome.accepted}, rejected "
                 f"{outcome.rejected}" + (f", skipped {outcome.skipped} (decided or held by a person)"
                                          if outcome.skipped else "")))
     else:
@@ -194,7 +194,8 @@ def _build_step(*, lineage: Lineage, generation: Generation, user) -> LoopStep:
 
 
 def loop_step(*, lineage: Lineage, items: int, seed: int | None = None, user=None,
-              retry_failed_before: datetime.datetime | None = None, stop_before: int | None = None) -> LoopStep:
+              retry_failed_before: datetime.datetime | None = None, stop_before: int | None = None,
+              review_mode: str = BY_FLAGS) -> LoopStep:
     """One non-blocking step of the loop on the lineage's open generation N: do the next thing, or say what waits.
 
     The first of these that applies, read from the database:
@@ -210,6 +211,7 @@ def loop_step(*, lineage: Lineage, items: int, seed: int | None = None, user=Non
     7. Build training set N (closes N, opens N+1).
 
     One step per lineage at a time (an advisory lock; a second one gets Phase.BUSY).
+    `review_mode` is auto review's (`auto_review.MODES`; the recursion bench's uncurated arm accepts all).
     """
     if items < 1:
         raise LoopError("the loop generates at least 1 item per generation")
@@ -234,7 +236,7 @@ def loop_step(*, lineage: Lineage, items: int, seed: int | None = None, user=Non
                             message=f"generation {generation.number} is ready to generate")
         return (_job_step(lineage=lineage, generation=generation, mode=mode, items=items, seed=seed, user=user,
                           retry_failed_before=retry_failed_before)
-                or _review_step(lineage=lineage, generation=generation)
+                or _review_step(lineage=lineage, generation=generation, review_mode=review_mode)
                 or _build_step(lineage=lineage, generation=generation, user=user))
     finally:
         with connection.cursor() as cursor:
@@ -246,7 +248,7 @@ def loop_step(*, lineage: Lineage, items: int, seed: int | None = None, user=Non
 
 def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None = None, user=None,
              say: Callable[[str], None] = print, poll: float = 2.0, timeout: float = 6 * 3600,
-             note_every: float = 60.0) -> list[GenerationReport]:
+             note_every: float = 60.0, review_mode: str = BY_FLAGS) -> list[GenerationReport]:
     """Run `generations` rounds of the loop on the lineage; a report per generation.
 
     Each round, on the open generation N, `loop_step` is called until generation
@@ -260,6 +262,7 @@ def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None
     Between steps that wait it sleeps `poll` s, says what it waits for every
     `note_every` s, and gives up (LoopError) after `timeout` s on one wait.
     A failed job older than this run is replaced; one of this run stops it.
+    `review_mode` is auto review's (`auto_review.MODES`).
     A report's `seconds` has an entry per phase the round went through (the
     Phase values: generate, flag, review, build, train, external_training)
     and, in mode train, perplexity (measured here, after the round).
@@ -281,7 +284,8 @@ def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None
         while True:
             before = time.monotonic()
             step = loop_step(lineage=lineage, items=items, seed=round_seed, user=user,
-                             retry_failed_before=started_at, stop_before=generation.number + 1)
+                             retry_failed_before=started_at, stop_before=generation.number + 1,
+                             review_mode=review_mode)
             if step.phase == Phase.READY:
                 break
             phase = step.phase

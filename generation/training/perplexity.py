@@ -10,7 +10,9 @@ How it is computed (what the held-out metric means):
 - every other token adds -log p(token | the tokens before it in its window);
 - perplexity = exp(total negative log-likelihood / total scored tokens), so a
   long text weighs more than a short one (token-weighted, not a mean of
-  per-text perplexities).
+  per-text perplexities). Each text's own (nll, tokens) is kept in `per_text`,
+  in the order given, so a reader can resample the texts (a bootstrap
+  interval over the held-out passages, bench/recursion.py).
 """
 from __future__ import annotations
 
@@ -26,9 +28,11 @@ class Perplexity:
     tokens: int
     nll: float
     texts: int
+    per_text: tuple[tuple[float, int], ...] = ()  # (nll, scored tokens) of each text, in order
 
     def as_dict(self) -> dict:
         return {"perplexity": self.perplexity, "tokens": self.tokens, "nll": self.nll, "texts": self.texts,
+                "per_text": [[nll, tokens] for nll, tokens in self.per_text],
                 "method": "llama.cpp, plain text with BOS, windows of n_ctx, token-weighted"}
 
 
@@ -48,18 +52,22 @@ def window_nll(logits: np.ndarray, tokens: list[int]) -> float:
 def llama_perplexity(llm, texts: list[str]) -> Perplexity:
     """Token-weighted perplexity of an open `llama_cpp.Llama` built with logits_all=True."""
     n_ctx = llm.n_ctx()
-    total_nll, total_tokens = 0.0, 0
+    per_text = []
     for text in texts:
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        text_nll, text_tokens = 0.0, 0
         for start in range(0, len(tokens), n_ctx):
             window = tokens[start : start + n_ctx]
             if len(window) < 2:
                 continue
             llm.reset()
             llm.eval(window)
-            total_nll += window_nll(llm.scores[: len(window)], window)
-            total_tokens += len(window) - 1
+            text_nll += window_nll(llm.scores[: len(window)], window)
+            text_tokens += len(window) - 1
+        per_text.append((text_nll, text_tokens))
+    total_nll = sum(nll for nll, _ in per_text)
+    total_tokens = sum(tokens for _, tokens in per_text)
     if not total_tokens:
         raise ValueError("no text has two tokens or more: nothing to measure perplexity on")
     return Perplexity(perplexity=math.exp(total_nll / total_tokens), tokens=total_tokens, nll=total_nll,
-                      texts=len(texts))
+                      texts=len(texts), per_text=tuple(per_text))

@@ -2,6 +2,8 @@
 the perplexity gate, auto review, and run_loop."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -18,7 +20,7 @@ from curation.models import (
 )
 from curation.reports import dashboard_lineages, lineage_charts
 from curation.selectors import reviewer_agreement
-from curation.services.auto_review import SYSTEM_REVIEWER, AutoReviewError, samples_auto_review
+from curation.services.auto_review import ACCEPT_ALL, SYSTEM_REVIEWER, AutoReviewError, samples_auto_review
 from curation.services.gates import gates_evaluate
 from curation.services.heldout import heldout_split_ensure, heldout_target
 from curation.services.training_sets import training_set_plan
@@ -156,6 +158,27 @@ def test_train_mode_generates_with_the_trained_student_on_llama_cpp(db, curator)
                                                       "kind": "merged_gguf", "sha256": "ab" * 32}
 
 
+def test_a_student_that_continues_an_adapter_is_served_on_the_base_gguf(db, monkeypatch):
+    # Generation 3's student is an adapter whose parent is generation 2's adapter: llama.cpp must load
+    # the base GGUF with the newest adapter (which holds the whole continued LoRA), never an adapter as the model.
+    from generation.models import base_model_record
+    from generation.services import loop
+
+    lineage = make_lineage(passages=6)
+    base = base_model_record()
+    second = ModelRecord.objects.create(lineage=lineage, kind=ModelRecord.Kind.LORA_ADAPTER, name="g2", parent=base,
+                                        path="/models/run-1/adapter.gguf", status=ModelRecord.Status.READY)
+    third = ModelRecord.objects.create(lineage=lineage, kind=ModelRecord.Kind.LORA_ADAPTER, name="g3", parent=second,
+                                       path="/models/run-2/adapter.gguf", status=ModelRecord.Status.READY)
+    built = []
+    monkeypatch.setattr(loop, "get_backend", lambda name, config: built.append((name, config)) or config)
+    tutor = object()
+    for student in (second, third):
+        loop.student_backend(models=GenerationModels(tutor=base, student=student), tutor_backend=tutor)
+    assert [(name, config.model_path, config.lora_path) for name, config in built] == [
+        ("llama_cpp", base.path, "/models/run-1/adapter.gguf"), ("llama_cpp", base.path, "/models/run-2/adapter.gguf")]
+
+
 # ---------------------------------------------------------------- held-out split
 
 
@@ -248,6 +271,23 @@ def test_auto_review_decides_by_the_flags_as_a_marked_system_reviewer(lineage, r
     assert reviewer_agreement(lineage=lineage) == []
 
 
+def test_auto_review_accept_all_accepts_flagged_samples_too_as_the_system_reviewer(lineage):
+    lineage.auto_review = True
+    lineage.save(update_fields=["auto_review"])
+    clean, flagged = make_sample(lineage), make_sample(lineage)
+    make_flag(flagged)
+    unchecked = make_sample(lineage, flagged=False)
+    with pytest.raises(AutoReviewError, match="unknown auto review mode 'lenient'; use flags or accept-all"):
+        samples_auto_review(lineage=lineage, mode="lenient")
+    assert not Review.objects.filter(sample__lineage=lineage).exists(), "a refused mode decides nothing"
+    outcome = samples_auto_review(lineage=lineage, mode=ACCEPT_ALL)
+    assert (outcome.accepted, outcome.rejected, outcome.waiting) == (2, 0, 1), "it still waits for the detectors"
+    statuses = dict(Sample.objects.filter(lineage=lineage).values_list("pk", "status"))
+    assert statuses == {clean.pk: "accepted", flagged.pk: "accepted", unchecked.pk: "pending"}
+    assert {(r.reviewer.username, r.system, r.decision) for r in Review.objects.filter(sample__lineage=lineage)} == {
+        (SYSTEM_REVIEWER, True, "accept")}
+
+
 # ---------------------------------------------------------------- the lineage API
 
 
@@ -294,6 +334,21 @@ def test_run_loop_runs_generations_unattended_with_auto_review(eager, capsys):
     assert not Sample.objects.filter(lineage=lineage, status=Sample.Status.PENDING).exists()
     assert Review.objects.filter(sample__lineage=lineage).exclude(system=True).count() == 0
     assert '"lineage_loop"' in out.splitlines()[-1]
+    reports = json.loads(out.splitlines()[-1])["lineage_loop"]
+    assert [sorted(r["seconds"]) for r in reports] == [["build", "flag", "generate", "review"]] * 2, \
+        "one figure per step (mode fixed: no training, no perplexity)"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_loop_accept_all_lets_flagged_samples_through(eager, capsys):
+    # The fake backend's templated text reads as unsupported at the default thresholds: by the flags, rejected.
+    lineage = make_lineage(passages=6, student_answers=1)
+    call_command("run_loop", lineage.slug, "--generations", "1", "--items", "2", "--seed", "3", "--auto-review",
+                 "--review-mode", "accept-all", "--poll", "0.1")
+    assert "auto review (accept-all) accepted 2, rejected 0" in capsys.readouterr().out
+    samples = Sample.objects.filter(lineage=lineage)
+    assert samples.filter(flags__isnull=False).exists(), "some samples were flagged"
+    assert set(samples.values_list("status", flat=True)) == {Sample.Status.ACCEPTED}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -317,3 +372,11 @@ def test_the_system_reviewer_cannot_log_in(lineage):
 
     user = system_reviewer()
     assert not user.has_usable_password() and not user.is_staff and not user.groups.exists()
+
+
+def test_the_held_out_perplexity_task_reaches_the_training_queue():
+    # Redis delivers by routing key: the queue name alone (as _measure_later passes it) is not enough.
+    from ouroboros.celery import app
+
+    route = app.amqp.router.route({"queue": "training"}, "generation.record_heldout_perplexity")
+    assert (route["queue"].name, route["routing_key"], route["exchange"]) == ("training", "training", "training")

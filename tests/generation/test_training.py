@@ -20,7 +20,7 @@ from generation.services import training as svc
 from generation.training.data import IGNORE, examples_from_chat, tokenize_conversation
 from generation.training.gguf_lora import write_lora_gguf
 from generation.training.lora import TrainConfig, checkpoint_step, load_student
-from generation.training.perplexity import window_nll
+from generation.training.perplexity import llama_perplexity, window_nll
 from tests.factories import make_lineage, make_sample
 from tests.generation.training_support import TINY, published_set
 
@@ -84,6 +84,36 @@ def test_perplexity_counts_every_predicted_token_once():
     logits = np.log(np.array([[0.25, 0.25, 0.5], [0.25, 0.5, 0.25], [1, 1, 1]]))
     assert math.isclose(window_nll(logits, [1, 2, 0]), -math.log(0.5) - math.log(0.25))
     assert window_nll(logits, [1]) == 0.0
+
+
+class _ScoresOf:
+    """Stands in for llama_cpp.Llama where only the bookkeeping is tested: a token's id is its text's
+    length mod 3, and every position predicts a uniform distribution, so each scored token costs ln 3."""
+
+    def __init__(self, n_ctx):
+        self._n_ctx, self.scores = n_ctx, np.zeros((n_ctx, 3))
+
+    def n_ctx(self):
+        return self._n_ctx
+
+    def tokenize(self, data, add_bos, special):
+        return [1] * len(data.split())
+
+    def reset(self):
+        pass
+
+    def eval(self, tokens):
+        assert len(tokens) <= self._n_ctx
+
+
+def test_perplexity_keeps_each_texts_nll_and_tokens_in_order():
+    # 5 words, 2 words, 1 word, in windows of 4: 4+1 tokens -> 3 scored (the 1-token window scores none), 1, 0.
+    result = llama_perplexity(_ScoresOf(n_ctx=4), ["a b c d e", "f g", "h"])
+    assert [tokens for _, tokens in result.per_text] == [3, 1, 0]
+    assert [nll for nll, _ in result.per_text] == pytest.approx([3 * math.log(3), math.log(3), 0.0])
+    assert (result.tokens, result.nll) == (4, pytest.approx(4 * math.log(3)))
+    assert result.perplexity == pytest.approx(3.0)
+    assert result.as_dict()["per_text"] == [list(pair) for pair in result.per_text]
 
 
 # Refusals ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     python manage.py run_loop biology-tutor-qa --generations 3 --items 20
     python manage.py run_loop biology-tutor-qa --generations 3 --items 20 --auto-review
+    python manage.py run_loop biology-tutor-qa --generations 3 --items 20 --auto-review --review-mode accept-all
 
 Workers do the work (`make run` starts them: `generation`, `curation`, and
 `training` for loop mode train); this command drives the steps and waits.
@@ -14,6 +15,7 @@ import json as jsonlib
 from django.core.management.base import BaseCommand, CommandError
 
 from curation.models import Lineage
+from curation.services.auto_review import BY_FLAGS, MODES
 from curation.services.lineages import lineage_settings_update
 from generation.services.loop_runner import LoopError, loop_run
 
@@ -28,11 +30,15 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None, help="base seed of the jobs (random when left out)")
         parser.add_argument("--auto-review", action="store_true",
                             help="turn the lineage's auto review on first (a system reviewer decides by the flags)")
+        parser.add_argument("--review-mode", choices=MODES, default=BY_FLAGS,
+                            help="auto review's decisions: by the flags (default), or accept-all (no curation: "
+                                 "the recursion bench's uncurated arm)")
         parser.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the database")
         parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds any one step may take")
         parser.add_argument("--json", action="store_true", help="end with one JSON line of the per-generation report")
 
-    def handle(self, *args, lineage, generations, items, seed, auto_review, poll, timeout, json: bool, **options):
+    def handle(self, *args, lineage, generations, items, seed, auto_review, review_mode, poll, timeout, json: bool,
+               **options):
         target = Lineage.objects.filter(slug=lineage).first()
         if target is None:
             known = ", ".join(Lineage.objects.values_list("slug", flat=True)) or "none"
@@ -41,7 +47,7 @@ class Command(BaseCommand):
             target = lineage_settings_update(lineage=target, settings={"auto_review": True})
         try:
             reports = loop_run(lineage=target, generations=generations, items=items, seed=seed, poll=poll,
-                               timeout=timeout, say=lambda line: self.stdout.write(line))
+                               timeout=timeout, say=lambda line: self.stdout.write(line), review_mode=review_mode)
         except LoopError as exc:
             raise CommandError(str(exc)) from None
         if json:
