@@ -61,7 +61,8 @@ class Lineage(models.Model):
     # Flag thresholds, set per lineage (`manage.py calibrate_flags` fits them).
     duplicate_threshold = models.FloatField(
         default=settings.OUROBOROS["DUPLICATE_THRESHOLD"],
-        help_text="Near-duplicate when max(cosine, MinHash Jaccard) to an earlier sample or the real data is at least this.",
+        help_text=("Near-duplicate when P(duplicate) of the closest match (an earlier sample or the real data), "
+                   "from the pair model, is at least this."),
     )
     hallucination_threshold = models.FloatField(
         default=settings.OUROBOROS["HALLUCINATION_THRESHOLD"],
@@ -357,7 +358,8 @@ class Flag(models.Model):
 
     sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="flags")
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    score = models.FloatField(help_text="Near-duplicate: max(cosine, Jaccard). Hallucination: the riskiest sentence's risk.")
+    score = models.FloatField(help_text="A probability. Near-duplicate: P(duplicate) of the closest match. "
+                                        "Hallucination: P(hallucinated) of the answer.")
     evidence = models.JSONField(default=dict)
     detector_version = models.CharField(max_length=50)
     created_at = models.DateTimeField(auto_now_add=True)
