@@ -169,9 +169,10 @@ def _review_step(*, lineage: Lineage, generation: Generation, review_mode: str) 
     note = ""
     if lineage.auto_review:
         outcome = samples_auto_review(lineage=lineage, mode=review_mode)
+        named = "" if review_mode == BY_FLAGS else f" ({review_mode})"
         if outcome.accepted or outcome.rejected:
             return LoopStep(generation.number, Phase.REVIEW, message=(
-                f"generation {generation.number}: auto review ({review_mode}) accepted {outcome.accepted}, rejected "
+                f"generation {generation.number}: auto review{named} accepted {outcome.accepted}, rejected "
                 f"{outcome.rejected}" + (f", skipped {outcome.skipped} (decided or held by a person)"
                                          if outcome.skipped else "")))
     else:
@@ -279,7 +280,13 @@ def loop_run(*, lineage: Lineage, generations: int, items: int, seed: int | None
         mode = generator_settings_for(lineage).loop_mode
         report = GenerationReport(number=generation.number)
         round_seed = None if seed is None else seed + round_number * 100_003
-        seconds: dict[str, float] = {}
+        # Every step of the round has a figure, 0 when it had nothing to wait for (the flags often finish
+        # during the job); the trainer's or the external trainer's only in their modes.
+        seconds = dict.fromkeys((Phase.GENERATE, Phase.FLAG, Phase.REVIEW, Phase.BUILD), 0.0)
+        if mode == LoopMode.TRAIN:
+            seconds[Phase.TRAIN] = 0.0
+        elif mode == LoopMode.EXTERNAL:
+            seconds[Phase.EXTERNAL] = 0.0
         wait_key, wait_started, last_note = None, 0.0, 0.0
         while True:
             before = time.monotonic()
