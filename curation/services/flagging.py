@@ -568,11 +568,7 @@ def _flag_lineage_batch(lineage_id: int, samples: list[Sample], *, partial_corpu
         _candidates(items)
 
     # What the evidence shows of each match: one query per kind for the whole batch.
-    wanted = {(m["kind"], m["id"]) for item in items for m in item.neighbours.values() if m}
-    found = {("sample", s.pk): s for s in Sample.objects.filter(pk__in=[i for k, i in wanted if k == "sample"])
-             .only("id", "question", "answer", "status")}
-    found |= {("passage", p.pk): p for p in SourcePassage.objects.filter(
-        pk__in=[i for k, i in wanted if k == "passage"]).only("id", "title", "text")}
+    found = match_objects(m for item in items for m in item.neighbours.values())
     _store([(item, *_verdict(item, _score(item), found, passages_missing)) for item in items],
            version=detector_version(fitted))
     return len(items)
@@ -584,6 +580,16 @@ def detector_version(fitted: dict) -> str:
                    for k, default in ((Flag.Kind.NEAR_DUPLICATE, detectors.DUPLICATE_VERSION),
                                       (Flag.Kind.HALLUCINATION, detectors.HALLUCINATION_VERSION)))
     return f"{dup}+{halluc}"
+
+
+def match_objects(matches) -> dict:
+    """The samples and passages the matches name, keyed by (kind, id): one query per kind."""
+    wanted = {(m["kind"], m["id"]) for m in matches if m}
+    found = {("sample", s.pk): s for s in Sample.objects.filter(pk__in=[i for k, i in wanted if k == "sample"])
+             .only("id", "question", "answer", "status")}
+    found |= {("passage", p.pk): p for p in SourcePassage.objects.filter(
+        pk__in=[i for k, i in wanted if k == "passage"]).only("id", "title", "text")}
+    return found
 
 
 def _match_text(match: dict, found: dict) -> str | None:

@@ -33,7 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from curation import detectors, selectors
-from curation.models import Flag, Lineage, LineageFit, Review, Sample, SourcePassage
+from curation.models import Flag, Lineage, LineageFit, Review, Sample
 from curation.signals import features as signal_features
 from curation.signals import lineage as lineage_signals
 from curation.signals import weights as default_weights
@@ -154,11 +154,7 @@ def _duplicate_decided(samples: list[Sample], labels: dict[int, int]) -> list[li
 
     matches = {s.pk: {scope: m for scope, m in (s.neighbours or {}).items() if isinstance(m, dict) and m.get("id")}
                for s in samples}
-    wanted = {(m["kind"], m["id"]) for ms in matches.values() for m in ms.values()}
-    found = {("sample", s.pk): s for s in Sample.objects.filter(pk__in=[i for k, i in wanted if k == "sample"])
-             .only("id", "question", "answer")}
-    found |= {("passage", p.pk): p for p in SourcePassage.objects.filter(
-        pk__in=[i for k, i in wanted if k == "passage"]).only("id", "text")}
+    found = flagging.match_objects(m for ms in matches.values() for m in ms.values())
     decided = []
     for sample in samples:
         text = detectors.duplicate_text(sample.question, sample.answer)
