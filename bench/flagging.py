@@ -52,7 +52,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ouroboros.settings")
 def answer_samples(lineage) -> list:
     """Unsaved samples of the lineage: the four answers of each tests/data/answers.json entry (faithful,
     faithful with an extra sentence, another faithful one, one with a sentence made false), each with
-    the entry's alternatives. The lineage needs the 24 demo passages, which the entries name."""
+    the entry's alternatives (in a different order each). The lineage needs the 24 demo passages, which the entries name."""
     from curation.models import Sample
 
     entries = json.loads((Path(__file__).resolve().parent.parent / "tests/data/answers.json").read_text())["entries"]
@@ -65,9 +65,13 @@ def answer_samples(lineage) -> list:
         variants = [entry["a"], entry["b"], entry["b"] + " " + entry["b_extra"],
                     ". ".join(wrong.rstrip(".") if i == wrong_index else s.rstrip(".")
                               for i, s in enumerate(sentences)) + "."]
-        for answer in variants:
+        alternatives = entry["alts"] + [entry["a"]]
+        for k, answer in enumerate(variants):
+            # Each sample's alternatives in another order: in the app every sample has its own, so the LM
+            # scorer, which reads a sample's alternatives as one prefix, must not find them already read.
             samples.append(Sample(lineage=lineage, generation=generation, passage=by_title[entry["title"]],
-                                  question=entry["q"], answer=answer, alt_answers=entry["alts"] + [entry["a"]]))
+                                  question=entry["q"], answer=answer,
+                                  alt_answers=alternatives[k % len(alternatives):] + alternatives[:k % len(alternatives)]))
     return samples
 
 

@@ -104,8 +104,9 @@ class HallucinationResult:
         }
 
 
-def lm_source(candidates: list[list[Reference]], *, limit_chars: int | None = None) -> str:
-    """The text the language model reads before an answer: the sentences of its candidate chunks, once each.
+def lm_source(candidates: list[list[Reference]], *, limit_chars: int | None = None, root_only: bool = False) -> str:
+    """The sentences of an answer's candidate chunks, once each: what its mismatches are checked against,
+    and (`root_only`) what the language model reads before it.
 
     The sample's root passage comes first, then the other passages in the
     order they first rank; each passage's chunks in their position order (a
@@ -114,6 +115,12 @@ def lm_source(candidates: list[list[Reference]], *, limit_chars: int | None = No
     then starts its source with the same text, and the language model reuses
     that prefix's evaluated state across them (`signals.lm`). Cut at
     `limit_chars` (LM_SOURCE_CHARS): the model's cost grows with its length.
+
+    `root_only`: the root passage alone, when the candidates hold it (else
+    every passage). The language model reads that: the passage the sample was
+    written from, the same text for every sample of it, so its evaluated state
+    is read once for all of them. The other passages' retrieved chunks differ
+    per sample, and reading them cost about 210 tokens a sample (issue 15.5).
     """
     limit_chars = limit_chars or settings.OUROBOROS.get("LM_SOURCE_CHARS", 2400)
     by_passage: dict = {}
@@ -131,7 +138,7 @@ def lm_source(candidates: list[list[Reference]], *, limit_chars: int | None = No
         rank += 1
     root = [key for key, chunks in by_passage.items()
             if any(r.source.get("supported_by") == "root passage" for _, _, r in chunks.values())]
-    order = root[:1] + [key for key in by_passage if key not in root[:1]]
+    order = root[:1] if root_only and root else root[:1] + [key for key in by_passage if key not in root[:1]]
     seen: set[str] = set()
     texts = []
     for key in order:
@@ -193,7 +200,7 @@ def hallucination_score(*, sentences: list[str], sentence_vecs: np.ndarray, cand
     if use_lm and sentences:
         from curation.signals import lm
 
-        lm_signals = lm.scorer().answer_signals(source=source, sentences=sentences,
+        lm_signals = lm.scorer().answer_signals(source=lm_source(candidates, root_only=True), sentences=sentences,
                                                 alternatives=[a for a in alternatives if a and a.strip()])
     rows = features.hallucination_rows(sentences=sentences, cosine=cos, coverage=cov,
                                        consistency=[b.consistency for b in base], source=source, lm=lm_signals)

@@ -12,8 +12,8 @@ Alleviates Hallucinations in Abstractive Summarization"). Reading sᵢ after the
 earlier sentences also de-contextualises it: "He" is read knowing who he is.
 
 **LM consistency** (SelfCheckGPT's likelihood flavour, Manakul et al. 2023): the
-same lift given each of the student's alternative answers instead of the source,
-averaged over the alternatives.
+same lift given the student's alternative answers instead of the source, read
+together as one prefix (one answer read, not one per alternative).
 
 Cost: one model pass per prefix over prefix + answer, and logits are copied
 only for the answer's rows: the source is read once for all the sentences.
@@ -22,15 +22,20 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 # What precedes the answer. The same header in both runs, so the PMI measures the source alone.
 SOURCE_HEADER = "Source:\n"
 ANSWER_HEADER = "\n\nText:\n"
+# Between the alternatives in their one prefix.
+ALTERNATIVES_SEPARATOR = "\n\n"
 
 
 def token_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -51,7 +56,7 @@ class SentenceLM:
     pmi: float  # mean log p(s | source, context) − mean log p(s | context)
     logprob: float  # mean log p(s | source, context)
     min_pmi: float  # mean of the 3 tokens the source helps least (one invented word shows here)
-    consistency: float | None  # mean over alternatives of the same lift given the alternative; None without any
+    consistency: float | None  # the same lift given the alternatives (mean over the runs given); None without any
 
 
 def sentence_lm(with_source: np.ndarray, without: np.ndarray, with_alternatives: list[np.ndarray]) -> SentenceLM:
@@ -313,15 +318,21 @@ class LMScorer:
     def answer_signals(self, *, source: str, sentences: list[str], alternatives: list[str]) -> list[SentenceLM]:
         """PMI grounding (and LM consistency when there are alternatives) for every sentence of an answer.
 
-        Every prefix (the source, none, each alternative) is read in the same
-        call, so their answer rows share one decode.
+        Three prefixes: the source, none, and the alternatives together (one
+        after another, in their order). Reading the answer once after all of
+        them, not once after each, costs one answer's tokens instead of one per
+        alternative; the lift then says how much the student's other answers,
+        taken together, make the sentence likelier. The three answer runs share
+        one decode.
         """
         if not sentences:
             return []
         answer_tokens = sum(len(self.tokens(" " + s)) for s in sentences)
         room = self.window - answer_tokens - 16
         prefixes = [SOURCE_HEADER + self.head(source, room) + ANSWER_HEADER, SOURCE_HEADER + ANSWER_HEADER]
-        prefixes += [SOURCE_HEADER + self.head(alt, room) + ANSWER_HEADER for alt in alternatives if alt.strip()]
+        alternatives = [a.strip() for a in alternatives if a and a.strip()]
+        if alternatives:
+            prefixes.append(SOURCE_HEADER + self.head(ALTERNATIVES_SEPARATOR.join(alternatives), room) + ANSWER_HEADER)
         with_source, without, *per_alt = self.logprobs_after(prefixes, sentences)
         return [sentence_lm(with_source[i], without[i], [alt[i] for alt in per_alt]) for i in range(len(sentences))]
 
@@ -350,14 +361,20 @@ _scorer_lock = threading.Lock()
 def scorer() -> LMScorer:
     """The process's one scorer and its one llama.cpp context, loaded on first use beside the embedder.
 
-    About 0.5 s and ~150 MB (the 98 MB model, a 2048-token KV cache of 47 MB).
+    About 0.5 s and ~320 MB (the 270 MB F16 copy of the model, a 2048-token KV cache of 47 MB); the
+    first load in a checkout also derives that copy (about 1 s, `ouroboros.embedded`).
     """
     global _scorer
     with _scorer_lock:
         if _scorer is None:
             from django.conf import settings
 
-            from ouroboros.embedded import smollm2_gguf as smollm2_path
+            from ouroboros import embedded
 
-            _scorer = LMScorer(str(smollm2_path()), n_threads=settings.OUROBOROS["LM_THREADS"])
+            try:
+                path = embedded.smollm2_scoring_gguf()
+            except OSError as exc:  # no writable model cache: the shipped Q4_1 file scores too, ~1.6x slower
+                logger.warning("LM scorer: no F16 copy of the model (%s); scoring with %s", exc, embedded.GGUF_NAME)
+                path = embedded.smollm2_gguf()
+            _scorer = LMScorer(str(path), n_threads=settings.OUROBOROS["LM_THREADS"])
         return _scorer

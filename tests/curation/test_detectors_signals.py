@@ -17,7 +17,7 @@ def test_the_invented_sentence_is_the_likeliest_unsupported_and_its_evidence_say
     p = result.probabilities
     assert all(0.0 <= x <= 1.0 for x in p) and p[2] == max(p)
     assert result.score == pytest.approx(max(s.risk for s in result.sentences))
-    evidence = result.evidence(threshold=p[2])
+    evidence = result.evidence(threshold=p[2] - 1e-9)  # risk is stored as 1 - support: allow its rounding
     [flagged] = evidence["unsupported"]
     assert flagged["sentence"].endswith("14 elements in Lisbon.")
     assert "the number 14 is not in the passage" in flagged["reasons"]
@@ -113,3 +113,73 @@ def test_reused_prefixes_and_one_decode_for_all_answers_give_what_a_fresh_read_g
                 assert np.allclose(g, w, atol=2e-3), (prefix, g, w)
     cached.close()
     assert lm.scorer() is lm.scorer()  # one scorer, one context, per process
+
+
+def test_the_language_model_reads_the_root_passage_alone_and_the_mismatches_every_passage():
+    """Issue 15.5: the LM's source is the passage the sample was written from, the same for all its samples."""
+    from curation.hallucination import Reference
+
+    def ref(text, passage, position, root):
+        return Reference(text, np.zeros(3), {"passage_id": passage, "position": position,
+                                             **({"supported_by": "root passage"} if root else {})})
+
+    other = ref("Paris is in France.", 2, 0, False)
+    root_second, root_first = ref("Curie won two prizes.", 1, 1, True), ref("Curie was born in 1867.", 1, 0, True)
+    candidates = [[other, root_second], [root_first, other]]
+    assert detectors.lm_source(candidates, root_only=True) == "Curie was born in 1867. Curie won two prizes."
+    assert detectors.lm_source(candidates) == "Curie was born in 1867. Curie won two prizes.\n\nParis is in France."
+    # Without a root passage among the candidates the language model reads them all.
+    assert detectors.lm_source([[other]], root_only=True) == "Paris is in France."
+
+
+def test_lm_consistency_reads_the_alternatives_as_one_prefix_and_the_answer_three_times():
+    scorer = lm.scorer()
+    asked = []
+    inner = scorer.logprobs_after
+
+    def spy(prefixes, sentences):
+        asked.append(list(prefixes))
+        return inner(prefixes, sentences)
+
+    alternatives = ["Curie found polonium and radium.", "She discovered radium.", "  "]
+    sentences = ["Marie Curie discovered polonium and radium.", "She was born in Paris."]
+    scorer.logprobs_after = spy
+    try:
+        signals = scorer.answer_signals(source=SOURCE, sentences=sentences, alternatives=alternatives)
+    finally:
+        del scorer.logprobs_after
+    [prefixes] = asked
+    together = lm.SOURCE_HEADER + "Curie found polonium and radium.\n\nShe discovered radium." + lm.ANSWER_HEADER
+    assert prefixes == [lm.SOURCE_HEADER + SOURCE + lm.ANSWER_HEADER, lm.SOURCE_HEADER + lm.ANSWER_HEADER, together]
+    with_alternatives, without = scorer.logprobs_after([together, prefixes[1]], sentences)
+    for s, given, alone in zip(signals, with_alternatives, without):
+        assert s.consistency == pytest.approx(float(np.mean(given - alone)), abs=1e-6)
+
+
+def test_the_scoring_copy_of_the_model_is_derived_once_and_scores_like_the_shipped_file(tmp_path):
+    from ouroboros import embedded
+
+    path = embedded.smollm2_scoring_gguf(cache_dir=tmp_path)
+    assert path.parent == tmp_path and path.name.startswith("SmolLM2-135M-Instruct.F16.")
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no partial file left beside it
+    made = path.stat().st_mtime_ns
+    assert embedded.smollm2_scoring_gguf(cache_dir=tmp_path) == path and path.stat().st_mtime_ns == made
+    sentences = ["Marie Curie discovered polonium and radium.", "Marie Curie discovered penicillin in Brazil."]
+    prefix = lm.SOURCE_HEADER + SOURCE + lm.ANSWER_HEADER
+    runs = []
+    for model in (path, embedded.smollm2_gguf()):
+        scorer = lm.LMScorer(str(model), n_ctx=256, window=256, prefix_slots=1)
+        runs.append(np.concatenate(scorer.logprobs_after([prefix], sentences)[0]))
+        scorer.close()
+    widened, shipped = runs
+    assert widened.shape == shipped.shape and np.corrcoef(widened, shipped)[0, 1] > 0.99
+    assert np.abs(widened - shipped).mean() < 0.1
+
+
+def test_a_model_cache_that_cannot_be_written_is_an_error_that_names_it(tmp_path):
+    from ouroboros import embedded
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(OSError):
+        embedded.smollm2_scoring_gguf(cache_dir=blocker / "models")
