@@ -99,8 +99,9 @@ def main() -> None:
 
     tag = uuid.uuid4().hex[:8]
     lineage = lineage_create(name=f"bench flagging {tag}", slug=f"bench-flagging-{tag}")
+    # Explicit both ways: new lineages have LM grounding on by default (detector 4.0).
+    Lineage.objects.filter(pk=lineage.pk).update(lm_grounding=args.lm)
     if args.lm:
-        Lineage.objects.filter(pk=lineage.pk).update(lm_grounding=True)
         started = time.perf_counter()
         lm.scorer()
         lm_load_s = time.perf_counter() - started

@@ -50,6 +50,8 @@ def main() -> None:
     chunk = settings.OUROBOROS["FLAG_BATCH_SIZE"]
     tag = uuid.uuid4().hex[:8]
     lineage = lineage_create(name=f"bench lineage fit {tag}", slug=f"bench-lineage-fit-{tag}")
+    # The no-LM default's features, as in the figures of its README paragraph.
+    Lineage.objects.filter(pk=lineage.pk).update(lm_grounding=False)
     reviewer, _ = get_user_model().objects.get_or_create(username=f"bench-reviewer-{tag}")
     try:
         passages_add(lineage=lineage, passages=demo_passages())

@@ -28,7 +28,7 @@ from curation.similarity import cosine_matrix, split_sentences, top_k
 
 # Bump when a change alters scores: every flag stores it, and `reflag_lineage`
 # recomputes a lineage's flags after a bump.
-HALLUCINATION_VERSION = "halluc-3.1-lr-pmi-mismatch"
+HALLUCINATION_VERSION = "halluc-4.0-lm-copied-answers"
 DUPLICATE_VERSION = "dup-4.0-calibrated-pairs"
 
 
@@ -203,7 +203,9 @@ def hallucination_score(*, sentences: list[str], sentence_vecs: np.ndarray, cand
         lm_signals = lm.scorer().answer_signals(source=lm_source(candidates, root_only=True), sentences=sentences,
                                                 alternatives=[a for a in alternatives if a and a.strip()])
     rows = features.hallucination_rows(sentences=sentences, cosine=cos, coverage=cov,
-                                       consistency=[b.consistency for b in base], source=source, lm=lm_signals)
+                                       consistency=[b.consistency for b in base], source=source, lm=lm_signals,
+                                       copied=[checks.copied(s, [r.text for r in refs]) for s, refs in
+                                               zip(sentences, candidates)])
     own = model is not None and all(f in row for row in rows for f in model.features)
     if not own:
         try:

@@ -92,7 +92,7 @@ class LineageSerializer(serializers.ModelSerializer):
         model = Lineage
         fields = ["id", "name", "slug", "description", "created_at", "open_generation",
                   "reject_reasons", "lease_seconds", "overlap_fraction", "auto_review", "duplicate_threshold",
-                  "hallucination_threshold", "policy"]
+                  "hallucination_threshold", "lm_grounding", "policy"]
 
     def get_fields(self):
         # Settings other apps keep per lineage (generation's backend, sampling, loop mode), flat beside curation's.
@@ -159,6 +159,8 @@ class LineageUpdateSerializer(serializers.Serializer):
     auto_review = BooleanField(required=False, help_text="A system reviewer decides by the flags (experiments).")
     duplicate_threshold = _fraction()
     hallucination_threshold = _fraction()
+    lm_grounding = BooleanField(required=False, help_text="Score sentences with the language model too (about 1 s "
+                                                          "a sample more); off for lineages that need speed.")
     policy = PolicyUpdateSerializer(required=False)
 
     def get_fields(self):

@@ -98,7 +98,7 @@ class SettingsError(ValueError):
 # curation.extensions.settings_sections() and are accepted beside these.
 LINEAGE_SETTINGS = (
     "name", "description", "reject_reasons", "lease_seconds", "overlap_fraction", "auto_review",
-    "duplicate_threshold", "hallucination_threshold",
+    "duplicate_threshold", "hallucination_threshold", "lm_grounding",
 )
 POLICY_SETTINGS = (
     "mode", "min_real_fraction", "metrics_seed", "metrics_sample_size", "coverage_radius", "gate_min_samples",

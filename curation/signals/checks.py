@@ -125,3 +125,16 @@ def decontextualise(sentences: list[str]) -> list[str]:
         suffix = _PRONOUNS.get(first.lower())
         out.append(f"{name}{suffix} {rest}" if suffix is not None and rest else sentence)
     return out
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def copied(sentence: str, texts: list[str]) -> bool:
+    """Whether the sentence stands word for word in one of the texts (case, spacing and punctuation aside).
+
+    A student that copies its passage writes such sentences; the answer-level
+    features must not let them vouch for the answer's other sentences.
+    """
+    words = " ".join(_WORDS.findall(sentence.lower()))
+    return bool(words) and any(words in " ".join(_WORDS.findall(t.lower())) for t in texts)

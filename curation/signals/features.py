@@ -14,14 +14,19 @@ from curation.signals.lm import SentenceLM
 
 
 def hallucination_rows(*, sentences: list[str], cosine: list[float], coverage: list[float],
-                       consistency: list[float | None], source: str, lm: list[SentenceLM] | None) -> list[dict]:
+                       consistency: list[float | None], source: str, lm: list[SentenceLM] | None,
+                       copied: list[bool] | None = None) -> list[dict]:
     """One row per answer sentence.
 
     `cosine` and `coverage` are each sentence's best among its candidate chunks
     (after de-contextualisation); `source` is the text its mismatches are
     checked against (the union of the chunks retrieved for the answer).
     Answer-level means are included: an answer that invents one thing tends to
-    invent others, and the sample's score is about the whole answer.
+    invent others, and the sample's score is about the whole answer. `copied`
+    says which sentences stand word for word in the passage (`checks.copied`);
+    `answer_copied_share` is the share of the *other* sentences that do, so the
+    model can tell an answer whose means are high because the rest is copied
+    (`signals.copied_answers`).
     """
     n = len(sentences)
     rows = []
@@ -50,6 +55,10 @@ def hallucination_rows(*, sentences: list[str], cosine: list[float], coverage: l
             mean = float(np.mean([r[name] for r in rows]))
             for r in rows:
                 r[f"answer_{name}"] = mean
+    copied = [bool(c) for c in copied] if copied is not None else [False] * n
+    for i, r in enumerate(rows):
+        r["copied"] = 1.0 if copied[i] else 0.0
+        r["answer_copied_share"] = (sum(copied) - copied[i]) / (n - 1) if n > 1 else 0.0
     if n:
         # The answer's least covered sentence: one unsupported sentence makes the rest suspect too.
         least = float(min(r["coverage"] for r in rows))

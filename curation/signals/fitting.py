@@ -13,7 +13,8 @@ from curation.signals import combiner, features
 # What each default model reads (every row carries more; the evidence shows it all).
 HALLUCINATION_FEATURES = ("cosine", "coverage", "missing_numbers", "missing_months", "missing_names",
                           "missing_name_share", "words", "first_sentence", "answer_cosine", "answer_coverage",
-                          "answer_missing_names", "answer_min_coverage", "answer_missing_numbers")
+                          "answer_missing_names", "answer_min_coverage", "answer_missing_numbers",
+                          "answer_copied_share")
 HALLUCINATION_LM_FEATURES = HALLUCINATION_FEATURES + ("pmi", "lm_logprob", "min_pmi", "answer_pmi")
 # The near-duplicate model: the pair features, each also times the length gate (`features.GATED`), and the gate.
 DUPLICATE_BASE_FEATURES = features.GATED

@@ -188,7 +188,13 @@ def test_settings_change_all_or_nothing_and_errors_name_the_field(api, world):
     assert changed.json()["policy"]["mode"] == "replace" and changed.json()["reject_reasons"] == ["wrong", "other"]
     lineage.refresh_from_db()
     assert lineage.hallucination_threshold == 0.4 and lineage.policy.gate_min_coverage == 0.3
+    grounding = not lineage.lm_grounding  # issue 15.5: LM grounding is a lineage setting, off for speed
+    toggled = api.patch(url, {"lm_grounding": grounding}, format="json")
+    assert toggled.status_code == 200 and toggled.json()["lm_grounding"] is grounding
+    lineage.refresh_from_db()
+    assert lineage.lm_grounding is grounding and lineage.hallucination_threshold == 0.4
     for body, field in [
+        ({"lm_grounding": "sometimes"}, "lm_grounding"),
         ({"duplicate_threshold": 1.5, "temperature": 0.1}, "duplicate_threshold"),
         ({"backend": "gpt-9"}, "backend"),
         ({"policy": {"min_real_fraction": 1}}, "policy.min_real_fraction"),

@@ -183,3 +183,21 @@ def test_a_model_cache_that_cannot_be_written_is_an_error_that_names_it(tmp_path
     blocker.write_text("")
     with pytest.raises(OSError):
         embedded.smollm2_scoring_gguf(cache_dir=blocker / "models")
+
+
+@pytest.mark.parametrize("use_lm", [False, True])
+def test_an_invented_sentence_after_sentences_copied_from_the_passage_is_still_likely_unsupported(use_lm):
+    """Fitted on WikiBio alone, the answer's copied rest vouched for it: P 0.19 with the LM model (halluc-3.1)."""
+    import json
+    from pathlib import Path
+
+    passages = json.loads((Path(detectors.__file__).parent / "demo/passages.json").read_text())["passages"]
+    text = next(p["text"] for p in passages if p["title"] == "The Kidney and the Nephron")
+    copied = ". ".join(text.split(". ")[:2]).strip() + "."
+    result = detectors.hallucination_in_memory(
+        answer=copied + " It was discovered by Marie Curie in Lisbon in 1931.", sources=[text], alternatives=[],
+        use_lm=use_lm)
+    assert ("pmi" in result.model.features) is use_lm  # the LM model scores with the LM, the other without
+    *kept, invented = result.probabilities
+    assert invented >= 0.5 and max(kept) <= 0.2, result.probabilities
+    assert [r["copied"] for r in result.rows] == [1.0, 1.0, 0.0] and result.rows[2]["answer_copied_share"] == 1.0

@@ -4,7 +4,7 @@ import pytest
 
 import random
 
-from curation.signals import checks, combiner, features, fitting, long_pairs
+from curation.signals import checks, combiner, copied_answers, features, fitting, long_pairs
 from curation.signals.lm import sentence_lm, token_logprobs
 
 
@@ -22,6 +22,25 @@ def test_a_sentence_the_source_states_has_no_mismatch_and_may_as_a_verb_is_not_a
     source = "Ada Lovelace wrote the first program in 1843 for Babbage's engine."
     miss = checks.mismatch("In 1843 Ada Lovelace may have written the first program.", source)
     assert (miss.numbers, miss.months, miss.names) == ([], [], [])
+
+
+def test_a_sentence_is_copied_when_it_stands_word_for_word_in_a_text():
+    texts = ["Photosynthesis takes place in chloroplasts. It releases oxygen.", "Other passage."]
+    assert checks.copied("photosynthesis takes place  in chloroplasts", texts)  # case, spacing, punctuation aside
+    assert checks.copied("It releases oxygen!", texts)
+    assert not checks.copied("Photosynthesis takes place in mitochondria.", texts)
+    assert not checks.copied("...", texts) and not checks.copied("It releases oxygen.", [])
+
+
+def test_the_answer_copied_share_counts_the_other_sentences_that_are_copied():
+    rows = features.hallucination_rows(sentences=["A b c.", "D e f.", "G h i."], cosine=[0.9, 0.9, 0.2],
+                                       coverage=[1.0, 1.0, 0.1], consistency=[None] * 3, source="A b c. D e f.",
+                                       lm=None, copied=[True, True, False])
+    assert [r["copied"] for r in rows] == [1.0, 1.0, 0.0]
+    assert [r["answer_copied_share"] for r in rows] == [0.5, 0.5, 1.0]  # the invented one: all the rest copied
+    [alone] = features.hallucination_rows(sentences=["A b c."], cosine=[0.9], coverage=[1.0], consistency=[None],
+                                          source="A b c.", lm=None, copied=[True])
+    assert alone["answer_copied_share"] == 0.0
 
 
 def test_decontextualise_puts_the_subject_in_place_of_a_leading_pronoun():
@@ -114,6 +133,30 @@ def test_built_pairs_take_every_sentence_from_their_own_fold_and_are_labelled_by
     assert all(p.score == 0.0 and p.label == 0 for p in built if p.kind == "unrelated")
     with pytest.raises(ValueError, match="per_fold"):
         long_pairs.build(pairs, per_fold=-1)
+
+
+def test_built_answers_copy_their_passage_around_one_labelled_sentence_of_each_class():
+    passage = ("Ada Lovelace was born in London in 1815. She worked with Charles Babbage on his engine. "
+               "Her notes describe an algorithm for it. Short one. She died in 1852 at the age of 36.")
+    answers = [copied_answers.SourceAnswer(passage, ["She was a poet.", "She wrote notes on the engine.",
+                                                     "She lived in Rome."], [1, 0, 1], group=7),
+               copied_answers.SourceAnswer(passage, ["She was born in 1815."], [0], group=8),
+               copied_answers.SourceAnswer("Too short.", ["x y z w."], [1], group=9)]
+    built = copied_answers.build(answers, copied=2, seed=3)
+    assert built == copied_answers.build(answers, copied=2, seed=3)  # seeded
+    assert [(b.group, b.labels[b.added]) for b in built] == [(7, 0), (7, 1), (8, 0)]  # none from a 1-sentence passage
+    kept = [s for s in passage.split(". ")]
+    for b, answer in zip(built, [answers[0], answers[0], answers[1]]):
+        assert len(b.sentences) == 3 and b.sentences[b.added] in answer.sentences
+        assert b.labels[b.added] == answer.labels[answer.sentences.index(b.sentences[b.added])]
+        copied = [s for i, s in enumerate(b.sentences) if i != b.added]
+        assert all(b.labels[i] == 0 for i in range(3) if i != b.added)
+        assert " ".join(copied) in passage and "Short one." not in copied  # consecutive, as written
+        assert copied[0].rstrip(".") in kept
+    with pytest.raises(ValueError, match="at least one"):
+        copied_answers.build(answers, copied=0)
+    with pytest.raises(ValueError, match="group 1: 1 sentences but 2 labels"):
+        copied_answers.build([copied_answers.SourceAnswer(passage, ["a b c d."], [0, 1], group=1)])
 
 
 def test_fit_reports_each_subset_apart_with_a_reliability_table():

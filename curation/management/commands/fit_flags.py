@@ -1,6 +1,6 @@
 """Fit a detector's default model on a labelled JSONL file and report its cross-validated figures.
 
-    python manage.py fit_flags hallucination ../shared/data/wikibio_dev.jsonl [--no-lm] [--answers N] [--write]
+    python manage.py fit_flags hallucination ../shared/data/wikibio_dev.jsonl [--no-lm] [--answers N] [--copied N] [--write]
     python manage.py fit_flags near_duplicate ../shared/data/stsb_dev.jsonl [--built-per-fold N] [--write]
 
 Rows are the app's own feature rows (`evaluate_flags` computes the same). The
@@ -15,6 +15,12 @@ near_duplicate also fits on multi-sentence pairs built from the file's own
 that the model holds for a question + answer as well as for one-line pairs;
 the CV figures are reported for the file's pairs and the built ones apart,
 with a reliability table (mean probability against the observed rate per bin).
+
+hallucination likewise also fits on answers built from the file's own
+(`curation.signals.copied_answers`, `--copied` passage sentences each, 0 for
+none): passage sentences copied as written with one of the file's sentences
+among them, the shape of a student's answer that the public set lacks. Its
+CV figures are reported for the file's sentences and the built answers apart.
 """
 from __future__ import annotations
 
@@ -25,8 +31,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from curation import detectors
 from curation.evaluation import KINDS, DatasetError, DuplicateItem, answers_of
-from curation.signals import fitting, long_pairs
+from curation.signals import copied_answers, fitting, long_pairs
 
 
 class Command(BaseCommand):
@@ -41,11 +48,13 @@ class Command(BaseCommand):
         parser.add_argument("--l2", type=float, default=1.0)
         parser.add_argument("--built-per-fold", type=int, default=60,
                             help="near_duplicate: multi-sentence pairs built per fold from the file's pairs")
-        parser.add_argument("--seed", type=int, default=15, help="near_duplicate: the seed of the built pairs")
+        parser.add_argument("--copied", type=int, default=2,
+                            help="hallucination: passage sentences copied into each built answer (0: no built answers)")
+        parser.add_argument("--seed", type=int, default=15, help="the seed of the built pairs or answers")
         parser.add_argument("--write", action="store_true", help="store the fitted weights in curation/signals/weights.py")
 
     def handle(self, *args, kind: str, file: Path, no_lm: bool, answers: int | None, folds: int, l2: float,
-               write: bool, built_per_fold: int, seed: int, **options):
+               write: bool, built_per_fold: int, copied: int, seed: int, **options):
         load, score = KINDS[kind]
         started = time.perf_counter()
         try:
@@ -56,10 +65,28 @@ class Command(BaseCommand):
             if answers is not None:
                 keep = [n for group in answers_of(items)[:answers] for n in group]
                 items = [items[n] for n in keep]
+            if copied < 0:
+                raise CommandError(f"--copied must be 0 or more, got {copied}")
             scored = score(items, use_lm=not no_lm)
             features = fitting.HALLUCINATION_FEATURES if no_lm else fitting.HALLUCINATION_LM_FEATURES
             name = "hallucination" if no_lm else "hallucination_lm"
         subsets, built = None, []
+        if kind == "hallucination" and copied:
+            sources = [copied_answers.SourceAnswer(items[m[0]].sources[0], [items[n].text for n in m],
+                                                   [items[n].label for n in m], scored.groups[m[0]])
+                       for m in answers_of(items) if len(items[m[0]].sources) == 1]
+            built = copied_answers.build(sources, copied=copied, seed=seed)
+            rows, groups, built_labels = list(scored.rows), list(scored.groups), []
+            for answer in built:  # scored as the file's answers are: the same call, the same settings
+                result = detectors.hallucination_in_memory(answer=answer.sentences, sources=[answer.source],
+                                                           alternatives=[], use_lm=not no_lm)
+                rows += [result.signals(k) for k in range(len(answer.sentences))]
+                groups += [answer.group] * len(answer.sentences)
+                built_labels += answer.labels
+            originals = len(items)
+            scored = type(scored)(scored.scores + [0.0] * len(built_labels), rows, groups)
+            subsets = {file.stem: [n < originals for n in range(len(rows))],
+                       "built": [n >= originals for n in range(len(rows))]}
         if kind == "near_duplicate":
             if built_per_fold < 0:
                 raise CommandError(f"--built-per-fold must be 0 or more, got {built_per_fold}")
@@ -73,11 +100,12 @@ class Command(BaseCommand):
             features, name = fitting.DUPLICATE_FEATURES, "near_duplicate"
             subsets = {file.stem: [n < originals for n in range(len(items))],
                        "built": [n >= originals for n in range(len(items))]} if built else None
-        labels = [i.label for i in items]
+        labels = [i.label for i in items] + (built_labels if kind == "hallucination" and built else [])
         digest = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
         command = f"manage.py fit_flags {kind} {file.name}" + (" --no-lm" if kind == "hallucination" and no_lm else "") \
             + (f" --answers {answers}" if answers else "") + f" --folds {folds} --l2 {l2}" \
-            + (f" --built-per-fold {built_per_fold} --seed {seed}" if kind == "near_duplicate" else "")
+            + (f" --built-per-fold {built_per_fold} --seed {seed}" if kind == "near_duplicate" else "") \
+            + (f" --copied {copied} --seed {seed}" if kind == "hallucination" else "")
         try:
             model, cv = fitting.fit_with_cv(scored.rows, labels, scored.groups, features=features, folds=folds, l2=l2,
                                             subsets=subsets)
@@ -85,7 +113,16 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         provenance = (f"{command}; {file.name} sha256 {digest}; {len(items)} rows; "
                       f"{folds}-fold CV by answer: ROC-AUC {cv['roc_auc']}, PR-AUC {cv['pr_auc']}, Brier {cv['brier']}")
-        if subsets:
+        if subsets and kind == "hallucination":
+            own, made = cv[file.stem], cv["built"]
+            provenance = (f"{command}; {file.name} sha256 {digest}; {originals} sentences of the file plus "
+                          f"{len(built_labels)} of {len(built)} answers built from it (synthetic: "
+                          f"curation.signals.copied_answers, seed {seed}; {copied} passage sentences copied as "
+                          f"written, label 0, with one of the file's sentences among them); {folds}-fold CV by "
+                          f"answer: {file.stem} ROC-AUC {own['roc_auc']}, PR-AUC {own['pr_auc']}, Brier "
+                          f"{own['brier']}; built ROC-AUC {made['roc_auc']}, PR-AUC {made['pr_auc']}, Brier "
+                          f"{made['brier']}")
+        elif subsets:
             own, made = cv[file.stem], cv["built"]
             provenance = (f"{command}; {file.name} sha256 {digest}; {originals} pairs of the file plus {len(built)} "
                           f"multi-sentence pairs built from them (synthetic: curation.signals.long_pairs, seed {seed}; "
