@@ -83,7 +83,9 @@ def samples_auto_review(*, lineage: Lineage, limit: int | None = None, mode: str
     pending = Sample.objects.filter(generation=generation, status=Sample.Status.PENDING)
     outcome.waiting = pending.filter(flagged_at__isnull=True).count()
     reviewer = system_reviewer()
-    checked = pending.filter(flagged_at__isnull=False).prefetch_related("flags").select_related("lineage")
+    checked = pending.filter(flagged_at__isnull=False).select_related("lineage")
+    if mode == BY_FLAGS:  # only this mode reads the flags
+        checked = checked.prefetch_related("flags")
     for sample in checked.order_by("id")[:limit]:
         kinds = [flag.kind for flag in sample.flags.all()] if mode == BY_FLAGS else []
         try:

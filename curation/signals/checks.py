@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from curation import lexical
 
@@ -130,11 +131,18 @@ def decontextualise(sentences: list[str]) -> list[str]:
 _WORDS = re.compile(r"\w+")
 
 
+@lru_cache(maxsize=8192)
+def _words(text: str) -> str:
+    """The text's words, lower-cased, one space apart. Cached: a passage's chunks are checked against every
+    sentence of every sample of that passage."""
+    return " ".join(_WORDS.findall(text.lower()))
+
+
 def copied(sentence: str, texts: list[str]) -> bool:
     """Whether the sentence stands word for word in one of the texts (case, spacing and punctuation aside).
 
     A student that copies its passage writes such sentences; the answer-level
     features must not let them vouch for the answer's other sentences.
     """
-    words = " ".join(_WORDS.findall(sentence.lower()))
-    return bool(words) and any(words in " ".join(_WORDS.findall(t.lower())) for t in texts)
+    words = _words(sentence)
+    return bool(words) and any(words in _words(t) for t in texts)

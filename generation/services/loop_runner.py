@@ -34,7 +34,7 @@ from generation.errors import JobError
 from generation.models import GenerationJob, GenerationModels, LoopMode, TrainingRun, generator_settings_for
 
 from .jobs import job_create
-from .loop import heldout_perplexity_record, trained_student, training_start
+from .loop import _training_set_of, heldout_perplexity_record, trained_student, training_start
 
 # The first key of the advisory lock one step of a lineage's loop holds (the second is the lineage's id):
 # a schedule's firing and a run_loop on the same lineage never both start a job or build a set.
@@ -90,18 +90,15 @@ def _job_progress(job: GenerationJob) -> str:
     return f"{job.done_count + job.failed_count} of {job.requested} items"
 
 
-def _previous_set_step(*, generation: Generation) -> LoopStep | None:
-    """Generation N > 1 starts once set N-1 is published (its exports are what the trainer reads)."""
-    if generation.number <= 1:
-        return None
-    previous = TrainingSet.objects.filter(lineage=generation.lineage, generation__number=generation.number - 1).first()
+def _previous_set_step(*, generation: Generation, previous: TrainingSet | None) -> LoopStep | None:
+    """Generation N > 1 starts once set N-1 (`previous`) is published (its exports are what the trainer reads)."""
     if previous is None or previous.status == TrainingSet.Status.PUBLISHED:
         return None
     return LoopStep(generation.number, Phase.BUILD, waiting=True,
                     message=f"waiting for the exports of training set {previous.pk}: are `curation` workers running?")
 
 
-def _student_step(*, generation: Generation, mode: str, user) -> LoopStep | None:
+def _student_step(*, generation: Generation, previous: TrainingSet | None, mode: str, user) -> LoopStep | None:
     """The open generation's student: recorded, trained (mode train) or registered (mode external).
 
     Mode train: start the trainer on set N-1 once (publishing it in mode train
@@ -121,11 +118,10 @@ def _student_step(*, generation: Generation, mode: str, user) -> LoopStep | None
         return None
     except JobError as exc:
         refusal = str(exc)
-    previous = TrainingSet.objects.filter(lineage=generation.lineage, generation__number=generation.number - 1).first()
     run = training_start(training_set=previous, created_by=user) if previous is not None else None
     if run is not None and run.is_active:
         return LoopStep(generation.number, Phase.TRAIN, waiting=True,
-                        note=f"generation {previous.generation.number}: training the student of generation "
+                        note=f"generation {generation.number - 1}: training the student of generation "
                              f"{generation.number} on training set {previous.pk}",
                         message=f"waiting for training run {run.pk} (step {run.step} of {run.total_steps}) of "
                                 f"training set {previous.pk}: is a `training` worker running?")
@@ -164,7 +160,8 @@ def _review_step(*, lineage: Lineage, generation: Generation, review_mode: str) 
         return LoopStep(generation.number, Phase.FLAG, waiting=True,
                         message=f"waiting for the flags of {unflagged} samples: are `curation` workers running?")
     pending = samples.filter(status=Sample.Status.PENDING)
-    if not pending.exists():
+    waiting = pending.count()
+    if not waiting:
         return None
     note = ""
     if lineage.auto_review:
@@ -177,9 +174,9 @@ def _review_step(*, lineage: Lineage, generation: Generation, review_mode: str) 
                                          if outcome.skipped else "")))
     else:
         note = (f"generation {generation.number}: auto review is off; waiting for reviewers to decide "
-                f"{pending.count()} samples in the review queue")
+                f"{waiting} samples in the review queue")
     return LoopStep(generation.number, Phase.REVIEW, waiting=True, note=note,
-                    message=f"waiting for reviewers: {pending.count()} samples of generation {generation.number} "
+                    message=f"waiting for reviewers: {waiting} samples of generation {generation.number} "
                             f"are pending review")
 
 
@@ -226,10 +223,13 @@ def loop_step(*, lineage: Lineage, items: int, seed: int | None = None, user=Non
         generation = lineage_open_generation(lineage=lineage)
         if generation is None:
             raise LoopError(f"lineage {lineage.slug} has no open generation")
+        generation.lineage = lineage  # the steps read it; the lineage is at hand
         mode = generator_settings_for(lineage).loop_mode
         user = user or system_reviewer()
-        step = (_previous_set_step(generation=generation)
-                or _student_step(generation=generation, mode=mode, user=user))
+        # Set N-1, read once per step: both the exports' wait and the trainer's start need it.
+        previous = _training_set_of(lineage=lineage, number=generation.number - 1) if generation.number > 1 else None
+        step = (_previous_set_step(generation=generation, previous=previous)
+                or _student_step(generation=generation, previous=previous, mode=mode, user=user))
         if step is not None:
             return step
         if stop_before is not None and generation.number >= stop_before:

@@ -70,13 +70,13 @@ class Command(BaseCommand):
             scored = score(items, use_lm=not no_lm)
             features = fitting.HALLUCINATION_FEATURES if no_lm else fitting.HALLUCINATION_LM_FEATURES
             name = "hallucination" if no_lm else "hallucination_lm"
-        subsets, built = None, []
+        subsets, built, built_labels = None, [], []
         if kind == "hallucination" and copied:
             sources = [copied_answers.SourceAnswer(items[m[0]].sources[0], [items[n].text for n in m],
                                                    [items[n].label for n in m], scored.groups[m[0]])
                        for m in answers_of(items) if len(items[m[0]].sources) == 1]
             built = copied_answers.build(sources, copied=copied, seed=seed)
-            rows, groups, built_labels = list(scored.rows), list(scored.groups), []
+            rows, groups = list(scored.rows), list(scored.groups)
             for answer in built:  # scored as the file's answers are: the same call, the same settings
                 result = detectors.hallucination_in_memory(answer=answer.sentences, sources=[answer.source],
                                                            alternatives=[], use_lm=not no_lm)
@@ -100,7 +100,7 @@ class Command(BaseCommand):
             features, name = fitting.DUPLICATE_FEATURES, "near_duplicate"
             subsets = {file.stem: [n < originals for n in range(len(items))],
                        "built": [n >= originals for n in range(len(items))]} if built else None
-        labels = [i.label for i in items] + (built_labels if kind == "hallucination" and built else [])
+        labels = [i.label for i in items] + built_labels  # near_duplicate's built pairs are in `items` already
         digest = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
         command = f"manage.py fit_flags {kind} {file.name}" + (" --no-lm" if kind == "hallucination" and no_lm else "") \
             + (f" --answers {answers}" if answers else "") + f" --folds {folds} --l2 {l2}" \
